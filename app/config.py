@@ -1,0 +1,161 @@
+"""Settings: the only code that reads the environment or a `.env` file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/app.db"
+MIN_SECRET_BYTES = 32
+SECRET_KEY_FILENAME = "secret_key"
+
+# Secrets that appear in tutorials, templates and .env examples. A production deployment
+# started with one of these would accept tokens forged by anyone who read the same page.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "changethis",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "mysecret",
+        "your-secret-key",
+        "your_secret_key",
+        "supersecret",
+        "super-secret-key",
+        "development",
+        "dev",
+        "test",
+        "password",
+        "09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7",  # FastAPI tutorial
+    }
+)
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from outside. Field names are the variables, lower-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: SecretStr | None = None
+    environment: Literal["development", "production", "test"] = "development"
+
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 1_209_600
+    jwt_algorithm: Literal["HS256"] = "HS256"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    migrate_on_start: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    # Argon2id cost. The defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane); tests lower
+    # them, and operators may raise them. Stored hashes with other parameters are upgraded at
+    # the next successful login.
+    password_hash_memory_kib: int = 19_456
+    password_hash_time_cost: int = 2
+    password_hash_parallelism: int = 1
+    # Threads that compute password hashes. Each hash takes one core for its whole duration,
+    # so more threads than cores only queues work in the kernel instead of in the service.
+    password_hash_threads: int = max(1, os.cpu_count() or 1)
+
+    # How often expired and spent refresh tokens are deleted.
+    token_cleanup_interval_seconds: float = 3600.0
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("jwt_issuer", "jwt_audience", "secret_key", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("access_token_ttl_seconds", "refresh_token_ttl_seconds")
+    @classmethod
+    def _positive_ttl(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("password_hash_threads")
+    @classmethod
+    def _at_least_one_thread(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if self.secret_key is None:
+            raise ValueError("SECRET_KEY is required when ENVIRONMENT=production")
+        problem = secret_key_problem(self.secret_key.get_secret_value())
+        if problem:
+            raise ValueError(f"SECRET_KEY {problem}")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def data_dir(self) -> Path:
+        """The SQLite database's folder, or ./data for other databases."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database).parent
+        return Path("data")
+
+
+def secret_key_problem(secret: str) -> str | None:
+    """What makes a signing secret unfit for production, or None when it is fine."""
+    if secret.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a well-known placeholder; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes long"
+    return None
+
+
+def load_or_create_secret_key(settings: Settings) -> str:
+    """The configured signing secret, or outside production one generated once and kept on disk.
+
+    The file sits beside the SQLite database with mode 0600, so tokens survive a restart and
+    several workers starting together agree on one secret (O_EXCL: the first writer wins).
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    if settings.environment == "production":  # unreachable: the validator refuses it
+        raise RuntimeError("SECRET_KEY is required when ENVIRONMENT=production")
+    path = settings.data_dir / SECRET_KEY_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Written under a private name, then linked into place: link() fails if another
+        # worker got there first, and nobody ever reads a half-written file.
+        draft = path.with_name(f".{SECRET_KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    secret = path.read_text().strip()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise RuntimeError(f"{path} holds no usable secret; delete it or set SECRET_KEY")
+    return secret

@@ -1,0 +1,80 @@
+"""Who is calling, and for what: the one place that turns a bearer token into a user."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import OAuth2PasswordBearer
+
+from app.db import SessionDep, utcnow
+from app.errors import bearer_challenge
+from app.models import User
+from app.security import AccessTokens, InvalidToken, Passwords
+from app.services import tokens, users
+
+# auto_error=False: we answer a missing token ourselves with RFC 6750's challenge. The scheme
+# also tells /docs to offer the password flow against /token in its Authorize dialog.
+bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl="token",
+    auto_error=False,
+    description="Log in with your email as the username; the access token is sent as a bearer token.",
+)
+
+
+async def get_passwords(request: Request) -> Passwords:
+    return request.app.state.passwords
+
+
+async def get_access_tokens(request: Request) -> AccessTokens:
+    return request.app.state.access_tokens
+
+
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+AccessTokensDep = Annotated[AccessTokens, Depends(get_access_tokens)]
+
+
+async def get_current_user(
+    session: SessionDep,
+    access_tokens: AccessTokensDep,
+    token: Annotated[str | None, Depends(bearer_scheme)],
+) -> User:
+    """The active user named by a valid, unrevoked access token; 401 otherwise."""
+    if not token:
+        raise bearer_challenge()
+    try:
+        claims = access_tokens.decode(token, now=utcnow())
+    except InvalidToken:
+        raise bearer_challenge("invalid_token") from None
+    user = await tokens.find_token_user(session, claims=claims)
+    if user is None:
+        raise bearer_challenge("invalid_token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin_user(user: CurrentUser) -> User:
+    """The current user if it is an admin; 403 otherwise."""
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Administrator rights required")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+async def get_user_by_path(
+    session: SessionDep, user_id: Annotated[uuid.UUID, Path(description="The user's id.")]
+) -> User:
+    """The user named in the path; 404 when there is none."""
+    user = await users.get_user(session, user_id)
+    await session.commit()
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+    return user
+
+
+UserByPath = Annotated[User, Depends(get_user_by_path)]

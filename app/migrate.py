@@ -1,0 +1,64 @@
+"""Bringing the schema up to date with the Alembic migrations, from code or the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+# Any constant works, as long as every replica uses the same one.
+POSTGRES_MIGRATION_LOCK_KEY = 0x50617373676174  # "Passgat"
+
+
+def script_location() -> Path:
+    """Where the migration scripts are: inside the installed package, or the checkout's alembic/."""
+    packaged = Path(__file__).with_name("migrations")  # the wheel copies alembic/ here
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "alembic"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def upgrade_blocking(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade_blocking(database_url: str, revision: str = "base") -> None:
+    command.downgrade(alembic_config(database_url), revision)
+
+
+async def upgrade_to_head(database_url: str) -> None:
+    """Apply pending migrations; safe when several processes start at the same moment.
+
+    Alembic's async env.py runs its own event loop, so it runs in a worker thread.
+    """
+    await anyio.to_thread.run_sync(upgrade_blocking, database_url)
+
+
+@contextlib.contextmanager
+def sqlite_migration_lock(database_url: str) -> Iterator[None]:
+    """Serialise migrations of one SQLite file across processes (PostgreSQL uses an advisory lock)."""
+    database = make_url(database_url).database
+    if not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)

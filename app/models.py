@@ -1,0 +1,88 @@
+"""The tables: users, the logins (token families) they hold, and those logins' refresh tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import uuid
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, UTCDateTime, utcnow
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 §5.7): 48 bits of Unix milliseconds, then random bits.
+
+    Sorting users by id sorts them by creation time, so one primary-key index serves both
+    lookups and keyset pagination.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    return uuid.UUID(int=value)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(320))
+    # The email lower-cased in Python (SQLite's lower() only folds ASCII), so that uniqueness
+    # ignores letter case identically on every database.
+    email_normalized: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    token_families: Mapped[list[TokenFamily]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
+    )
+
+
+class TokenFamily(Base):
+    """One login: every refresh and access token descended from one password grant.
+
+    Access tokens name their family in the `sid` claim and are accepted only while the family
+    exists and is not revoked, so ending a login (logout, reuse detection, revocation) is one
+    UPDATE, and there is no per-token deny list.
+    """
+
+    __tablename__ = "token_families"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Moves forward at each rotation: the family lives as long as its newest tokens.
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    user: Mapped[User] = relationship(back_populates="token_families", lazy="raise")
+    refresh_tokens: Mapped[list[RefreshToken]] = relationship(
+        back_populates="family", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
+    )
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    family_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("token_families.id", ondelete="CASCADE"), index=True
+    )
+    # SHA-256 of the token: the token itself has 256 random bits, so a fast hash is enough,
+    # and a database leak yields nothing that can be presented.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    family: Mapped[TokenFamily] = relationship(back_populates="refresh_tokens", lazy="raise")
+
+    __table_args__ = (Index("ix_refresh_tokens_expires_at", "expires_at"),)

@@ -1,0 +1,153 @@
+"""OAuth 2.0 endpoints: /token (password and refresh_token grants), /revoke, /logout."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response, status
+
+from app.db import SessionDep, utcnow
+from app.deps import AccessTokensDep, CurrentUser, PasswordsDep
+from app.errors import InvalidCredentials, InvalidRefreshToken, OAuthError
+from app.schemas import ErrorOut, OAuthErrorOut, TokenResponse, reject_unstorable
+from app.security import InvalidToken
+from app.services import tokens, users
+
+router = APIRouter(tags=["tokens"])
+
+# Longest password we will spend a hash on at login; the policy allows 128 characters.
+MAX_LOGIN_PASSWORD_LENGTH = 1024
+MAX_FIELD_LENGTH = 4096
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": OAuthErrorOut,
+        "description": "RFC 6749 §5.2 error: invalid_request, invalid_grant or unsupported_grant_type",
+    },
+}
+
+
+
+def refresh_ttl(request: Request) -> dt.timedelta:
+    return dt.timedelta(seconds=request.app.state.settings.refresh_token_ttl_seconds)
+
+
+def _required(value: str | None, name: str) -> str:
+    """A present, sane form field, or RFC 6749's invalid_request."""
+    if not value:
+        raise OAuthError("invalid_request", f"The {name} parameter is required")
+    if len(value) > MAX_FIELD_LENGTH:
+        raise OAuthError("invalid_request", f"The {name} parameter is too long")
+    try:
+        reject_unstorable(value)
+    except ValueError:
+        raise OAuthError("invalid_request", f"The {name} parameter has invalid characters") from None
+    return value
+
+
+@router.post(
+    "/token",
+    response_model=TokenResponse,
+    responses=TOKEN_ERRORS,
+    openapi_extra={"security": []},
+)
+async def issue_token(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    access_tokens: AccessTokensDep,
+    grant_type: Annotated[
+        str | None, Form(description="`password` or `refresh_token`.", examples=["password"])
+    ] = None,
+    username: Annotated[str | None, Form(description="Your email, for the password grant.")] = None,
+    password: Annotated[
+        str | None, Form(description="Your password, for the password grant.", json_schema_extra={"format": "password"})
+    ] = None,
+    refresh_token: Annotated[
+        str | None, Form(description="For the refresh_token grant.")
+    ] = None,
+    scope: Annotated[str | None, Form(description="Ignored: tokens carry no scopes.")] = None,
+) -> TokenResponse:
+    """Log in with email and password, or renew tokens with a refresh token (RFC 6749)."""
+    now = utcnow()
+    response.headers.update(NO_STORE)
+    if not grant_type:
+        raise OAuthError("invalid_request", "The grant_type parameter is required")
+    if grant_type == "password":
+        email = _required(username, "username")
+        secret = _required(password, "password")
+        if len(secret) > MAX_LOGIN_PASSWORD_LENGTH:
+            raise OAuthError("invalid_grant", "Invalid email or password")
+        try:
+            user = await users.authenticate(
+                session, passwords=passwords, email=email, password=secret
+            )
+        except InvalidCredentials:
+            raise OAuthError("invalid_grant", "Invalid email or password") from None
+        issued = await tokens.start_login(
+            session,
+            user_id=user.id,
+            access_tokens=access_tokens,
+            refresh_ttl=refresh_ttl(request),
+            now=now,
+        )
+    elif grant_type == "refresh_token":
+        presented = _required(refresh_token, "refresh_token")
+        try:
+            issued = await tokens.rotate_refresh_token(
+                session,
+                presented=presented,
+                access_tokens=access_tokens,
+                refresh_ttl=refresh_ttl(request),
+                now=now,
+            )
+        except InvalidRefreshToken as exc:
+            raise OAuthError("invalid_grant", exc.description) from None
+    else:
+        raise OAuthError(
+            "unsupported_grant_type", "Supported grant types: password, refresh_token"
+        )
+    return TokenResponse(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        refresh_token=issued.refresh_token,
+    )
+
+
+@router.post(
+    "/revoke",
+    status_code=status.HTTP_200_OK,
+    responses=TOKEN_ERRORS,
+    response_class=Response,
+)
+async def revoke_token(
+    session: SessionDep,
+    access_tokens: AccessTokensDep,
+    token: Annotated[str | None, Form(description="A refresh token (or an access token).")] = None,
+    token_type_hint: Annotated[str | None, Form(description="Optional; ignored.")] = None,
+) -> Response:
+    """End the login a token belongs to (RFC 7009). Answers 200 whether or not the token was valid."""
+    presented = _required(token, "token")
+    now = utcnow()
+    try:
+        claims = access_tokens.decode(presented, now=now)
+    except InvalidToken:
+        await tokens.revoke_refresh_token(session, presented=presented, now=now)
+    else:
+        await tokens.revoke_family(session, family_id=claims.family_id, now=now)
+        await session.commit()
+    return Response(status_code=status.HTTP_200_OK, headers=NO_STORE)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={401: {"model": ErrorOut, "description": "Missing or invalid access token"}},
+)
+async def logout(user: CurrentUser, session: SessionDep) -> None:
+    """End every session of your account: all refresh tokens and all access tokens issued so far."""
+    await tokens.end_all_logins(session, user_id=user.id, now=utcnow())

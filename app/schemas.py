@@ -1,0 +1,190 @@
+"""Request and response bodies, named as in API.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import unicodedata
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_serializer,
+)
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+NAME_MAX_LENGTH = 100
+EMAIL_MAX_LENGTH = 254  # RFC 5321's limit on a forward path, less the angle brackets
+
+
+def reject_unstorable(value: str) -> str:
+    """Refuse NUL bytes, other control characters and lone surrogates.
+
+    PostgreSQL cannot store NUL in text and no database can store a lone surrogate as UTF-8;
+    caught here they are a 422 instead of a driver error turned 500.
+    """
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs" or (category == "Cc" and char not in "\t"):
+            raise ValueError("must not contain control characters or unpaired surrogates")
+    return value
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    # zxcvbn ships the 30,000 passwords seen most often in leaked password dumps.
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def check_password_policy(password: str) -> str:
+    """8 to 128 characters of any script, and not one of the commonest leaked passwords."""
+    reject_unstorable(password)
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise ValueError(f"must be at least {PASSWORD_MIN_LENGTH} characters long")
+    if len(password) > PASSWORD_MAX_LENGTH:
+        raise ValueError(f"must be at most {PASSWORD_MAX_LENGTH} characters long")
+    if password.lower() in _common_passwords():
+        raise ValueError("is too common: it appears in lists of leaked passwords")
+    return password
+
+
+def _check_name(name: str) -> str:
+    reject_unstorable(name)
+    if not name:
+        raise ValueError("must not be blank")
+    return name
+
+
+# Lengths are checked by a validator (not max_length) so an oversized password is reported by
+# the policy with a message that never repeats the value.
+NewPassword = Annotated[str, AfterValidator(check_password_policy)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=NAME_MAX_LENGTH),
+    AfterValidator(_check_name),
+]
+def _check_raw_email(value: object) -> object:
+    if isinstance(value, str):
+        reject_unstorable(value)
+        if len(value) > EMAIL_MAX_LENGTH:
+            raise ValueError(f"must be at most {EMAIL_MAX_LENGTH} characters long")
+    return value
+
+
+Email = Annotated[EmailStr, BeforeValidator(_check_raw_email)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "Ada Lovelace", "email": "ada@example.com", "password": "analytical-engine-1843"}
+            ]
+        },
+    )
+
+    name: Name = Field(description="1 to 100 characters after trimming.")
+    email: Email = Field(description="Compared case-insensitively: one account per address.")
+    password: NewPassword = Field(
+        description="8 to 128 characters, any script; common leaked passwords are refused.",
+        json_schema_extra={"format": "password", "minLength": 8, "maxLength": 128},
+    )
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"is_active": False}, {"name": "Ada", "is_admin": True}]},
+    )
+
+    name: Name | None = None
+    is_active: bool | None = None
+    is_admin: bool | None = None
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"current_password": "analytical-engine-1843", "new_password": "difference-engine-1822"}
+            ]
+        },
+    )
+
+    current_password: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        json_schema_extra={"format": "password"}
+    )
+    new_password: NewPassword = Field(
+        json_schema_extra={"format": "password", "minLength": 8, "maxLength": 128}
+    )
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    email: str
+    is_active: bool
+    is_admin: bool
+    created_at: dt.datetime
+
+    @field_serializer("created_at")
+    def _utc_iso(self, value: dt.datetime) -> str:
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class UserPage(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1 successful token response."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str
+
+
+class OAuthErrorOut(BaseModel):
+    """RFC 6749 §5.2 error response."""
+
+    error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client"]
+    error_description: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: which field is wrong and why. Submitted values are never echoed back."""
+
+    detail: list[ValidationIssue]

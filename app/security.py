@@ -1,0 +1,190 @@
+"""Passwords (hashed off the event loop), access tokens (JWT) and refresh-token secrets.
+
+The only module that imports passlib and python-jose: replacing either touches this file alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import secrets
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from jose import jwt
+from jose.exceptions import JWTError
+from passlib.context import CryptContext
+
+from app.config import Settings
+
+# Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
+# storm of logins slows other logins down, not every other request.
+HASH_THREAD_NICENESS = 10
+
+# How far in the future an `iat` may lie before the token is refused: covers clock skew
+# between replicas, not tokens minted for later.
+CLOCK_SKEW = dt.timedelta(seconds=30)
+
+REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
+
+
+def _lower_thread_priority() -> None:
+    # On Linux a thread id names one thread for setpriority(); elsewhere this is best effort.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+
+
+class Passwords:
+    """Argon2id hashing on a small pool of low-priority threads, never on the event loop."""
+
+    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int) -> None:
+        self._context = CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__memory_cost=memory_kib,
+            argon2__rounds=time_cost,
+            argon2__parallelism=parallelism,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads,
+            thread_name_prefix="passgate-hash",
+            initializer=_lower_thread_priority,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Passwords:
+        return cls(
+            memory_kib=settings.password_hash_memory_kib,
+            time_cost=settings.password_hash_time_cost,
+            parallelism=settings.password_hash_parallelism,
+            threads=settings.password_hash_threads,
+        )
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        # The argon2 binding releases the GIL, so the event loop keeps serving while it runs.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(self._context.hash, password)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        """Costs the same with or without a stored hash, so unknown emails don't answer faster."""
+        if password_hash is None:
+            await self._run(self._context.dummy_verify)
+            return False
+        return await self._run(self._context.verify, password, password_hash)
+
+    async def verify_and_update(
+        self, password: str, password_hash: str | None
+    ) -> tuple[bool, str | None]:
+        """(matches, new hash) where a new hash is returned when the stored one uses old parameters."""
+        if password_hash is None:
+            await self._run(self._context.dummy_verify)
+            return False, None
+        return await self._run(self._context.verify_and_update, password, password_hash)
+
+    def hash_blocking(self, password: str) -> str:
+        """For the command line and measurements, where no event loop is running."""
+        return self._context.hash(password)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+    issued_at: int
+    jti: str
+
+
+class InvalidToken(Exception):
+    """The presented access token is not one we issued and would still accept."""
+
+
+class AccessTokens:
+    """Issues and checks access tokens: JWTs with a pinned algorithm and required claims."""
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        algorithm: str,
+        ttl_seconds: int,
+        issuer: str | None,
+        audience: str | None,
+    ) -> None:
+        self._secret = secret
+        self._algorithm = algorithm
+        self.ttl_seconds = ttl_seconds
+        self._issuer = issuer
+        self._audience = audience
+        self._options = {
+            **{f"require_{claim}": True for claim in ("exp", "iat", "sub", "jti")},
+            "require_iss": issuer is not None,
+            "require_aud": audience is not None,
+            "leeway": 0,
+        }
+
+    def issue(self, *, user_id: uuid.UUID, family_id: uuid.UUID, now: dt.datetime) -> str:
+        issued_at = int(now.timestamp())
+        claims: dict[str, Any] = {
+            "sub": str(user_id),
+            "sid": str(family_id),
+            "iat": issued_at,
+            "exp": issued_at + self.ttl_seconds,
+            "jti": secrets.token_urlsafe(16),
+        }
+        if self._issuer is not None:
+            claims["iss"] = self._issuer
+        if self._audience is not None:
+            claims["aud"] = self._audience
+        return jwt.encode(claims, self._secret, algorithm=self._algorithm)
+
+    def decode(self, token: str, *, now: dt.datetime) -> AccessClaims:
+        """The token's claims, or InvalidToken for anything we would not have issued."""
+        try:
+            header = jwt.get_unverified_header(token)
+            # RFC 7515 §4.1.11: a critical extension we don't implement must be refused.
+            if "crit" in header:
+                raise InvalidToken("unsupported critical header")
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options=self._options,
+            )
+            if any(claim not in claims for claim in REQUIRED_CLAIMS):
+                raise InvalidToken("missing claim")
+            issued_at = int(claims["iat"])
+            if not isinstance(claims["jti"], str):
+                raise InvalidToken("bad jti")
+            user_id = uuid.UUID(claims["sub"])
+            family_id = uuid.UUID(claims["sid"])
+        # python-jose raises TypeError/ValueError/OverflowError for some malformed claim
+        # values (an `iat` of null, a list, or 1e400) instead of its own JWTError.
+        except (JWTError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise InvalidToken(str(exc)) from None
+        if dt.datetime.fromtimestamp(issued_at, dt.UTC) > now + CLOCK_SKEW:
+            raise InvalidToken("issued in the future")
+        return AccessClaims(
+            user_id=user_id, family_id=family_id, issued_at=issued_at, jti=claims["jti"]
+        )
+
+
+def new_refresh_token() -> str:
+    """An opaque refresh token: 256 bits from the OS's CSPRNG."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

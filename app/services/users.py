@@ -1,0 +1,181 @@
+"""Accounts: creation, password login, listing, changes and deletion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import EmailTaken, InvalidCredentials, SelfLockout, WrongPassword
+from app.models import TokenFamily, User
+from app.security import Passwords
+from app.services.tokens import revoke_all_families
+
+
+def normalize_email(email: str) -> str:
+    """The key that makes one account per address, whatever its letter case."""
+    return email.strip().lower()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    name: str,
+    email: str,
+    password: str,
+    is_admin: bool = False,
+) -> User:
+    """Create an account; EmailTaken when the address is registered in any letter case."""
+    # Hash before touching the database: no connection is held during the slow part.
+    password_hash = await passwords.hash(password)
+    user = User(
+        name=name,
+        email=email,
+        email_normalized=normalize_email(email),
+        password_hash=password_hash,
+        is_admin=is_admin,
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The unique index decides races between concurrent signups of one address.
+        await session.rollback()
+        raise EmailTaken(email) from None
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(
+        select(User).where(User.email_normalized == normalize_email(email))
+    )
+
+
+async def authenticate(
+    session: AsyncSession, *, passwords: Passwords, email: str, password: str
+) -> User:
+    """The active user with this email and password, else InvalidCredentials.
+
+    Unknown email, wrong password and inactive account take the same path and time: a hash is
+    verified in every case.
+    """
+    user = await get_user_by_email(session, email)
+    # Give the connection back before the slow hash, so logins never starve other requests.
+    await session.commit()
+    matches, new_hash = await passwords.verify_and_update(
+        password, user.password_hash if user else None
+    )
+    if user is None or not matches or not user.is_active:
+        raise InvalidCredentials
+    if new_hash is not None:
+        # The stored hash used weaker parameters than today's; upgrade it now that we know
+        # the password.
+        await session.execute(
+            update(User).where(User.id == user.id).values(password_hash=new_hash)
+        )
+        await session.commit()
+        user.password_hash = new_hash
+    return user
+
+
+async def list_users(
+    session: AsyncSession, *, limit: int, after: uuid.UUID | None
+) -> tuple[Sequence[User], uuid.UUID | None]:
+    """One page, oldest first, and the id to continue after (None on the last page).
+
+    Keyset pagination on the time-ordered primary key: every page is an index range scan, so
+    page 10,000 costs what page 1 costs, and rows inserted meanwhile never shift a page.
+    """
+    query = select(User).order_by(User.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(User.id > after)
+    users = (await session.scalars(query)).all()
+    await session.commit()
+    if len(users) > limit:
+        return users[:limit], users[limit - 1].id
+    return users, None
+
+
+async def change_password(
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    user: User,
+    current_password: str,
+    new_password: str,
+    now: dt.datetime,
+) -> None:
+    """Replace the password after checking the current one; ends every login of the user."""
+    await session.commit()  # no connection held across the hashes below
+    if not await passwords.verify(current_password, user.password_hash):
+        raise WrongPassword
+    new_hash = await passwords.hash(new_password)
+    await session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
+    await revoke_all_families(session, user_id=user.id, now=now)
+    await session.commit()
+
+
+async def update_user(
+    session: AsyncSession,
+    *,
+    user: User,
+    acting_admin: User,
+    name: str | None,
+    is_active: bool | None,
+    is_admin: bool | None,
+    now: dt.datetime,
+) -> User:
+    """Apply an admin's changes; deactivating ends the user's logins at once."""
+    if user.id == acting_admin.id and (is_active is False or is_admin is False):
+        raise SelfLockout
+    if name is not None:
+        user.name = name
+    if is_admin is not None:
+        user.is_admin = is_admin
+    if is_active is not None:
+        user.is_active = is_active
+        if not is_active:
+            await revoke_all_families(session, user_id=user.id, now=now)
+    await session.commit()
+    return user
+
+
+async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
+    """Delete the account; its logins and refresh tokens go with it (ON DELETE CASCADE)."""
+    # Deleted explicitly as well, so the rows go even where foreign keys are not enforced.
+    await session.execute(delete(TokenFamily).where(TokenFamily.user_id == user_id))
+    result = await session.execute(delete(User).where(User.id == user_id))
+    await session.commit()
+    return result.rowcount > 0
+
+
+async def ensure_admin(
+    session: AsyncSession, *, passwords: Passwords, email: str, name: str | None, password: str
+) -> tuple[User, bool]:
+    """Make the user with this email an admin, creating it if needed; (user, created)."""
+    user = await get_user_by_email(session, email)
+    if user is None:
+        created = await create_user(
+            session,
+            passwords=passwords,
+            name=name or email.split("@", 1)[0],
+            email=email,
+            password=password,
+            is_admin=True,
+        )
+        return created, True
+    user.is_admin = True
+    user.is_active = True
+    if name:
+        user.name = name
+    await session.commit()
+    return user, False

@@ -1,0 +1,146 @@
+"""Shared test setup: a fresh app and database per test, and small HTTP helpers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.config import Settings
+from app.db import Base
+from app.main import create_app
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+DEFAULT_PASSWORD = "correct-horse-battery"
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256!"
+
+
+def test_settings(**overrides: Any) -> Settings:
+    """Settings for tests: the cheapest Argon2 cost (a few ms a hash), no environment."""
+    values: dict[str, Any] = {
+        "environment": "test",
+        "secret_key": TEST_SECRET,
+        "migrate_on_start": False,
+        "password_hash_memory_kib": 1024,
+        "password_hash_time_cost": 1,
+        "password_hash_parallelism": 1,
+        "password_hash_threads": 2,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+
+
+async def _create_postgres_database(base_url: str) -> str:
+    name = f"passgate_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_postgres_database(base_url: str, url: str) -> None:
+    name = make_url(url).database
+    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database when configured."""
+    if TEST_DATABASE_URL is None:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'passgate.db'}"
+        return
+    url = await _create_postgres_database(TEST_DATABASE_URL)
+    try:
+        yield url
+    finally:
+        await _drop_postgres_database(TEST_DATABASE_URL, url)
+
+
+async def create_schema(app: FastAPI) -> None:
+    async with app.state.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return test_settings(database_url=database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):  # ASGITransport alone never runs the lifespan
+        await create_schema(application)
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def signup(
+    client: httpx.AsyncClient,
+    *,
+    email: str | None = None,
+    name: str = "Ada Lovelace",
+    password: str = DEFAULT_PASSWORD,
+) -> httpx.Response:
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    return await client.post("/signup", json={"name": name, "email": email, "password": password})
+
+
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = DEFAULT_PASSWORD
+) -> httpx.Response:
+    return await client.post(
+        "/token", data={"grant_type": "password", "username": email, "password": password}
+    )
+
+
+async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    return await client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}
+    )
+
+
+async def new_user(
+    client: httpx.AsyncClient, *, email: str | None = None, password: str = DEFAULT_PASSWORD
+) -> dict[str, Any]:
+    """Sign up and log in; the user's body plus its tokens."""
+    response = await signup(client, email=email, password=password)
+    assert response.status_code == 201, response.text
+    user = response.json()
+    tokens = (await login(client, user["email"], password)).json()
+    return {**user, "password": password, **tokens}
+
+
+@pytest.fixture
+def pg_only() -> Iterator[None]:
+    if TEST_DATABASE_URL is None:
+        pytest.skip("needs TEST_DATABASE_URL (a PostgreSQL server)")
+    yield
