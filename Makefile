@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bench
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -22,6 +22,15 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# wrk drives the load; Debian's package is installed when it is missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+bench: $(BIN)/.installed
+	@command -v wrk >/dev/null || { \
+		echo "make bench: wrk is not installed; installing Debian's wrk package with apt-get"; \
+		$(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }; }
+	$(BIN)/python -m tests.bench.run
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check app tests alembic
