@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import Settings, load_or_create_secret_key
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.errors import OAuthError
+from app.lookups import TokenUserLookup
 from app.migrate import upgrade_to_head
 from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
@@ -54,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upgrade_to_head(settings.database_url)
     app.state.engine = make_engine(settings.database_url)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    app.state.token_user_lookup = await TokenUserLookup.open(app.state.engine)
     app.state.passwords = Passwords.from_settings(settings)
     app.state.access_tokens = AccessTokens(
         secret=load_or_create_secret_key(settings),
@@ -72,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup
         app.state.passwords.close()
+        await app.state.token_user_lookup.close()
         await app.state.engine.dispose()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidRefreshToken
 from app.models import RefreshToken, TokenFamily, User
-from app.security import AccessClaims, AccessTokens, hash_refresh_token, new_refresh_token
+from app.security import AccessTokens, hash_refresh_token, new_refresh_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,22 +169,6 @@ async def end_all_logins(session: AsyncSession, *, user_id: uuid.UUID, now: dt.d
     """Logout: every refresh token and every access token issued so far stop working."""
     await revoke_all_families(session, user_id=user_id, now=now)
     await session.commit()
-
-
-async def find_token_user(session: AsyncSession, *, claims: AccessClaims) -> User | None:
-    """The active user behind a verified access token, if its login has not been ended."""
-    user = await session.scalar(
-        select(User)
-        .join(TokenFamily, TokenFamily.user_id == User.id)
-        .where(
-            User.id == claims.user_id,
-            User.is_active.is_(True),
-            TokenFamily.id == claims.family_id,
-            TokenFamily.revoked_at.is_(None),
-        )
-    )
-    await session.commit()
-    return user
 
 
 async def purge_expired(session: AsyncSession, *, now: dt.datetime) -> int:
