@@ -562,12 +562,12 @@ def analyse(
     cores = os.cpu_count() or 1
     hash_threads = Settings.model_fields["password_hash_threads"].default
     threads_total = int(os.environ.get("PASSWORD_HASH_THREADS") or hash_threads) * WORKERS
+    # The limit uses the hash time measured at normal priority in this thread (a verify is a
+    # hash and a comparison); the verify time, measured on a hashing thread, is shown beside.
     hash_seconds = statistics.median(hash_samples)
-    verify_seconds = statistics.median(verify_samples)
     # Threads beyond the cores only queue in the kernel: the usable limit is the smaller.
     usable_threads = min(threads_total, cores)
-    login_limit = usable_threads / verify_seconds
-    signup_limit = usable_threads / hash_seconds
+    hash_limit = usable_threads / hash_seconds
 
     def median(name: str, metric: str) -> float:
         return workloads[name][metric]["median"]
@@ -580,8 +580,8 @@ def analyse(
         "W1 / hello rps": median("W1 me", "rps") / median("hello", "rps"),
         "hello_auth / hello rps": median("hello_auth", "rps") / median("hello", "rps"),
         "W2 deep / first p50": median("W2 deep page", "p50_ms") / median("W2 first page", "p50_ms"),
-        "W3 / hash limit": median("W3 login", "rps") / login_limit,
-        "W4 / hash limit": median("W4 signup", "rps") / signup_limit,
+        "W3 / hash limit": median("W3 login", "rps") / hash_limit,
+        "W4 / hash limit": median("W4 signup", "rps") / hash_limit,
         "W5 p99 storm / alone": median("W5 me in storm", "p99_ms") / median("W1 me", "p99_ms"),
     }
     targets = {
@@ -609,10 +609,9 @@ def analyse(
         "hashing": {
             "single_hash_ms": summarise([s * 1000 for s in hash_samples]),
             "single_verify_ms": summarise([s * 1000 for s in verify_samples]),
-            "cores_limit_per_s": cores / verify_seconds,
-            "threads_limit_per_s": threads_total / verify_seconds,
-            "login_limit_per_s": login_limit,
-            "signup_limit_per_s": signup_limit,
+            "cores_limit_per_s": cores / hash_seconds,
+            "threads_limit_per_s": threads_total / hash_seconds,
+            "limit_per_s": hash_limit,
         },
         "workloads": workloads,
         "ratios": ratios,
@@ -644,7 +643,7 @@ RATIO_ROWS: list[tuple[str, str, str, str | None]] = [
     ("W2 deep / first p50", "W2 deep / first page p50", "<= 1.2", "W2 deep page <= 1.2x first"),
     (
         "W3 / hash limit",
-        "W3 / (threads / verify time)",
+        "W3 / (threads / hash time)",
         ">= 0.90, 0 errors",
         "W3 >= 90% of hash limit, no errors",
     ),
@@ -687,9 +686,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Argon2id with the production parameters: one hash "
         f"{hashing['single_hash_ms']['median']:.1f} ms, one verify "
-        f"{hashing['single_verify_ms']['median']:.1f} ms (median, in-process); "
-        f"cores / verify time = {hashing['cores_limit_per_s']:.1f}/s; hashing threads "
-        f"({settings['password_hash_threads_total']}) / verify time = "
+        f"{hashing['single_verify_ms']['median']:.1f} ms on a low-priority hashing thread "
+        f"(medians, in-process); cores ({results['machine']['nproc']}) / hash time = "
+        f"{hashing['cores_limit_per_s']:.1f}/s; hashing threads "
+        f"({settings['password_hash_threads_total']}) / hash time = "
         f"{hashing['threads_limit_per_s']:.1f}/s.",
         "",
         "| ratio | value | target | met |",
