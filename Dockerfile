@@ -1,0 +1,63 @@
+# Passgate's container image. Build: docker build -t passgate .   Run: see README, "Docker".
+#
+# Two stages: `build` compiles nothing but has pip and the wheel builder; `runtime` gets only
+# the finished virtual environment, so build tools and caches never reach the final image.
+ARG PYTHON_VERSION=3.12
+
+FROM python:${PYTHON_VERSION}-slim AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+
+# The dependencies alone first, read from pyproject.toml: this layer, the slow one, is rebuilt
+# only when pyproject.toml changes, not on every change to the source.
+COPY pyproject.toml ./
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > requirements.txt \
+    && pip install -r requirements.txt
+
+# Then the service itself, as a wheel (not editable): the wheel carries the migration scripts
+# as app/migrations, so migration on start works from the installed package alone.
+COPY README.md alembic.ini ./
+COPY alembic ./alembic
+COPY app ./app
+RUN pip install --no-deps . \
+    && cd / && python -c 'import app.migrate as m; assert "site-packages" in str(m.script_location())'
+
+
+FROM python:${PYTHON_VERSION}-slim AS runtime
+
+# A fixed uid/gid, so a bind-mounted data folder can be chowned to match from the host.
+RUN groupadd --system --gid 10001 passgate \
+    && useradd --system --uid 10001 --gid passgate --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin passgate \
+    && mkdir /data \
+    && chown passgate:passgate /data
+
+COPY --from=build /opt/venv /opt/venv
+COPY --chmod=0755 docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DATABASE_URL=sqlite+aiosqlite:////data/app.db \
+    WORKERS=2 \
+    FORWARDED_ALLOW_IPS=127.0.0.1
+
+# The SQLite database and, outside production, the generated signing key live here.
+VOLUME ["/data"]
+# A folder with no .env in it: configuration comes from the container's environment.
+WORKDIR /srv
+USER passgate:passgate
+EXPOSE 8000
+
+# Liveness only (/health): a database outage should not get the container restarted.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["serve"]
