@@ -6,8 +6,10 @@ set -eu
 
 # Docker and compose secrets arrive as files under /run/secrets. NAME_FILE names the file whose
 # content becomes NAME, so the secret never shows in `docker inspect` or in compose.yaml.
-# An explicit list: JWT_PRIVATE_KEY_FILE is a setting of its own, a path the service reads.
-for name in SECRET_KEY DATABASE_URL REDIS_URL; do
+# PGPASSWORD is read by asyncpg when DATABASE_URL carries no password, so the URL itself can
+# stay in plain configuration. An explicit list: JWT_PRIVATE_KEY_FILE is a setting of its own,
+# a path that the service reads itself.
+for name in SECRET_KEY DATABASE_URL REDIS_URL PGPASSWORD; do
     eval "file=\${${name}_FILE:-}"
     [ -n "$file" ] || continue
     eval "inline=\${${name}:-}"
