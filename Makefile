@@ -17,7 +17,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# With several workers, uvicorn restarts any that dies, forever: importing the application once
+# first makes a configuration error stop `make run` with its one-line message instead.
 run: $(BIN)/.installed
+	@if [ "$(WORKERS)" -gt 1 ]; then $(BIN)/python -c 'import app.main'; fi
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --proxy-headers
 
 test: $(BIN)/.installed

@@ -28,6 +28,12 @@ done
 
 if [ "$#" -eq 0 ] || [ "$1" = serve ]; then
     [ "$#" -eq 0 ] || shift
+    if [ "${WORKERS:-1}" -gt 1 ]; then
+        # uvicorn's supervisor restarts a worker that dies, forever, so a configuration error
+        # would keep the container up and failing. Building the application once here turns
+        # it into a one-line message and an exit instead.
+        python -c 'import app.main'
+    fi
     # exec: uvicorn becomes PID 1 and receives `docker stop`'s SIGTERM itself, then stops its
     # workers gracefully. --workers forks that many processes sharing the port.
     # Proxy headers (client address, https) are trusted only from FORWARDED_ALLOW_IPS.
