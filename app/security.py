@@ -56,6 +56,8 @@ class Passwords:
             thread_name_prefix="passgate-hash",
             initializer=_lower_thread_priority,
         )
+        self._counter_lock = threading.Lock()
+        self.in_progress = 0  # hashes running right now, for tests and diagnostics
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -68,7 +70,18 @@ class Passwords:
 
     async def _run(self, function: Any, *args: Any) -> Any:
         # The argon2 binding releases the GIL, so the event loop keeps serving while it runs.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._counted, function, *args
+        )
+
+    def _counted(self, function: Any, *args: Any) -> Any:
+        with self._counter_lock:
+            self.in_progress += 1
+        try:
+            return function(*args)
+        finally:
+            with self._counter_lock:
+                self.in_progress -= 1
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, password)
