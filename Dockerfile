@@ -55,7 +55,8 @@ WORKDIR /srv
 USER passgate:passgate
 EXPOSE 8000
 
-# Liveness only (/health): a database outage should not get the container restarted.
+# Liveness only (/health, not /health/ready): a database outage is no reason to replace this
+# container, which recovers by itself once the database is back.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 

@@ -34,8 +34,8 @@ if [ "$#" -eq 0 ] || [ "$1" = serve ]; then
         # it into a one-line message and an exit instead.
         python -c 'import app.main'
     fi
-    # exec: uvicorn becomes PID 1 and receives `docker stop`'s SIGTERM itself, then stops its
-    # workers gracefully. --workers forks that many processes sharing the port.
+    # exec: uvicorn replaces this shell, so `docker stop`'s SIGTERM reaches it and it stops its
+    # workers gracefully. --workers starts that many processes sharing the port.
     # Proxy headers (client address, https) are trusted only from FORWARDED_ALLOW_IPS.
     exec uvicorn app.main:app \
         --host 0.0.0.0 \
