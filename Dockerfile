@@ -39,7 +39,8 @@ RUN groupadd --system --gid 10001 passgate \
     && chown passgate:passgate /data
 
 COPY --from=build /opt/venv /opt/venv
-COPY --chmod=0755 docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+# The entrypoint lives in app/ (the top level holds only what the project layout names).
+COPY --chmod=0755 app/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
