@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.config import Settings, load_or_create_secret_key
+from app.config import Settings
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.errors import OAuthError
+from app.keys import KeyConfigError, load_token_keys
 from app.migrate import upgrade_to_head
 from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
@@ -55,13 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = make_engine(settings.database_url)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.passwords = Passwords.from_settings(settings)
-    app.state.access_tokens = AccessTokens(
-        secret=load_or_create_secret_key(settings),
-        algorithm=settings.jwt_algorithm,
-        ttl_seconds=settings.access_token_ttl_seconds,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
+    app.state.token_keys = load_token_keys(settings)
+    app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
@@ -127,7 +123,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _app_from_environment() -> FastAPI:
     try:
-        return create_app(Settings())
+        settings = Settings()
+        if settings.jwt_algorithm != "HS256":
+            # Checked here as well as in the lifespan: a failing lifespan prints a traceback,
+            # and an operator with a weak or mismatched key deserves one line.
+            load_token_keys(settings)
+        return create_app(settings)
     except ValidationError as exc:
         # One line naming the variable, instead of a traceback, when the service can't start.
         problems = "; ".join(
@@ -135,6 +136,8 @@ def _app_from_environment() -> FastAPI:
             for error in exc.errors()
         )
         sys.exit(f"passgate: invalid configuration: {problems}")
+    except KeyConfigError as exc:
+        sys.exit(f"passgate: invalid configuration: {exc}")
 
 
 app = _app_from_environment()
