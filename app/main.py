@@ -13,10 +13,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker, utcnow
+from app.db import (
+    PoolSettings,
+    is_database_unavailable,
+    make_engine,
+    make_sessionmaker,
+    utcnow,
+)
 from app.errors import OAuthError
 from app.keys import KeyConfigError, load_token_keys
 from app.migrate import upgrade_to_head
@@ -26,6 +33,9 @@ from app.security import AccessTokens, Passwords
 from app.services.tokens import purge_expired
 
 logger = logging.getLogger("passgate")
+
+# What a 503 asks clients to wait: about as long as a database restart or failover takes.
+RETRY_AFTER_SECONDS = 5
 
 DESCRIPTION = """
 Passgate is a self-hosted OAuth 2.0 authentication service: sign up, log in with the password
@@ -53,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.passwords = Passwords.from_settings(settings)
     app.state.token_keys = load_token_keys(settings)
@@ -78,6 +88,24 @@ async def _oauth_error(request: Request, exc: Exception) -> JSONResponse:
         {"error": exc.error, "error_description": exc.description},
         status_code=status.HTTP_400_BAD_REQUEST,
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        raise exc  # a bug, not an outage: let it be the 500 it is
+    # Only the exception's type: its text can hold the statement and its parameters.
+    logger.warning(
+        "database unavailable during %s %s: %s%s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        f" ({type(exc.orig).__name__})" if isinstance(exc, DBAPIError) else "",
+    )
+    return JSONResponse(
+        {"detail": "Service temporarily unavailable"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
     )
 
 
@@ -107,6 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(OAuthError, _oauth_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # The database going away (restart, failover, full pool, stuck query) is a 503 that says
+    # "try again shortly", not a 500 or a request that hangs.
+    for exception_type in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(exception_type, _database_unavailable)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
