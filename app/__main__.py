@@ -1,7 +1,5 @@
-"""`python -m app ...`: see app/cli.py."""
-
-import sys
+"""`python -m app ...`: the command line (see app/cli.py)."""
 
 from app.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -1,21 +1,97 @@
-"""The command line, run as `python -m app <command>`: operator tasks that need no HTTP."""
+"""Operator commands, run as `python -m app <command>`; they call services directly, no HTTP."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 
+from pydantic import TypeAdapter, ValidationError
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
 from app.keys import DEFAULT_RSA_BITS, MIN_RSA_BITS, generate_private_key_pem
+from app.migrate import upgrade_to_head
+from app.schemas import Email, Name, NewPassword
+from app.security import Passwords
+from app.services import users
 
 
-def _add_generate_key(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class CommandError(Exception):
+    """A problem to report in one line, with a non-zero exit status."""
+
+
+def _validated(adapter: TypeAdapter, value: str, what: str) -> str:  # type: ignore[type-arg]
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise CommandError(f"invalid {what}: {message}") from None
+
+
+def _read_new_password() -> str:
+    """ADMIN_PASSWORD when set, else asked twice at a prompt that does not echo."""
+    password = os.environ.get("ADMIN_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise CommandError("set ADMIN_PASSWORD, or run in a terminal to be asked for a password")
+    password = getpass.getpass("Password for the admin: ")
+    if getpass.getpass("Repeat the password: ") != password:
+        raise CommandError("the two passwords differ")
+    return password
+
+
+async def create_admin(
+    settings: Settings,
+    *,
+    email: str,
+    name: str | None,
+    read_password: Callable[[], str] = _read_new_password,
+) -> str:
+    """Promote the user with this email, or create it as an admin with a password read now."""
+    email = _validated(TypeAdapter(Email), email, "email")
+    if name is not None:
+        name = _validated(TypeAdapter(Name), name, "name")
+    if settings.migrate_on_start:
+        await upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    passwords = Passwords.from_settings(settings)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            existing = await users.get_user_by_email(session, email)
+            await session.commit()
+            password = None
+            if existing is None:
+                password = _validated(TypeAdapter(NewPassword), read_password(), "password")
+            user, created = await users.ensure_admin(
+                session, passwords=passwords, email=email, name=name, password=password
+            )
+    finally:
+        passwords.close()
+        await engine.dispose()
+    verb = "created admin" if created else "made admin"
+    return f"{verb} {user.email} ({user.id})"
+
+
+def generate_key(*, algorithm: str, rsa_bits: int) -> str:
+    """A new unencrypted PKCS#8 PEM private key for JWT_PRIVATE_KEY_FILE."""
+    try:
+        return generate_private_key_pem(algorithm, rsa_bits=rsa_bits).decode()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _add_generate_key_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
         "generate-key",
         help="print a new private signing key (PEM) for JWT_PRIVATE_KEY_FILE",
         description="Print a new unencrypted PKCS#8 PEM private key on standard output, e.g. "
-        "`python -m app generate-key --alg ES256 > key.pem`. Keep the file readable by "
-        "the service only.",
+        "`python -m app generate-key --alg ES256 > key.pem`. Keep the file readable by the "
+        "service only.",
     )
     parser.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
     parser.add_argument(
@@ -24,22 +100,38 @@ def _add_generate_key(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default=DEFAULT_RSA_BITS,
         help=f"RSA key size for RS256 (default {DEFAULT_RSA_BITS}, at least {MIN_RSA_BITS})",
     )
-    parser.set_defaults(run=_generate_key)
 
 
-def _generate_key(args: argparse.Namespace) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Passgate operator commands")
+    commands = parser.add_subparsers(dest="command", required=True)
+    admin = commands.add_parser(
+        "create-admin",
+        help="make the user with this email an admin, creating it if needed",
+        description="The password comes from ADMIN_PASSWORD, else from a prompt (asked twice). "
+        "An existing user keeps its password.",
+    )
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name")
+    _add_generate_key_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        pem = generate_private_key_pem(args.alg, rsa_bits=args.bits)
-    except ValueError as exc:
-        print(f"passgate: {exc}", file=sys.stderr)
+        if args.command == "generate-key":  # needs no settings, so works before any exist
+            sys.stdout.write(generate_key(algorithm=args.alg, rsa_bits=args.bits))
+            return 0
+        settings = Settings()
+        if args.command == "create-admin":
+            print(asyncio.run(create_admin(settings, email=args.email, name=args.name)))
+    except ValidationError as exc:
+        print(f"passgate: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
-    sys.stdout.write(pem.decode())
+    except CommandError as exc:
+        print(f"passgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description="Passgate administration.")
-    commands = parser.add_subparsers(required=True, metavar="command")
-    _add_generate_key(commands)
-    args = parser.parse_args(argv)
-    return args.run(args)

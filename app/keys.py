@@ -223,7 +223,7 @@ def load_token_keys(settings: Settings) -> TokenKeys:
     return TokenKeys(signing=signing, verifying=_without_duplicates([own, *others]))
 
 
-def generate_private_key_pem(algorithm: Algorithm, *, rsa_bits: int = DEFAULT_RSA_BITS) -> bytes:
+def generate_private_key_pem(algorithm: str, *, rsa_bits: int = DEFAULT_RSA_BITS) -> bytes:
     """A new unencrypted PKCS#8 PEM private key for RS256 or ES256."""
     private_key: PrivateKey
     if algorithm == "RS256":

@@ -75,7 +75,7 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An app for these settings with its lifespan running, and a client talking to it."""
     app = create_app(settings)
     async with LifespanManager(app):
-        await create_schema(app)  # create_all skips tables that exist: apps may share a database
+        await create_schema(app)  # idempotent: several apps may share a database
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client

@@ -416,5 +416,5 @@ def test_generate_key_refuses_short_rsa_keys() -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode != 0
     assert "at least 2048 bits" in result.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from alembic.script import ScriptDirectory
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.migrate import alembic_config
 from tests.conftest import (
+    DEFAULT_PASSWORD,
     TEST_DATABASE_URL,
     _create_postgres_database,
     _drop_postgres_database,
@@ -58,11 +61,20 @@ def replica_environment(database_url: str, workdir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def replicas_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("replicas")
+
+
+@pytest.fixture(scope="module")
+def replicas_environment(replicas_database: str, replicas_workdir: Path) -> dict[str, str]:
+    return replica_environment(replicas_database, replicas_workdir)
+
+
+@pytest.fixture(scope="module")
 def two_replicas(
-    replicas_database: str, tmp_path_factory: pytest.TempPathFactory
+    replicas_environment: dict[str, str], replicas_workdir: Path
 ) -> Iterator[list[ServiceProcess]]:
-    workdir = tmp_path_factory.mktemp("replicas")
-    with running_services(2, replica_environment(replicas_database, workdir), workdir) as services:
+    with running_services(2, replicas_environment, replicas_workdir) as services:
         yield services
 
 
@@ -138,25 +150,20 @@ async def test_a_password_change_on_one_replica_ends_sessions_on_the_other(clien
     assert (await login(b, user["email"], "a-brand-new-passphrase")).status_code == 200
 
 
-async def _make_admin(database_url: str, email: str) -> None:
-    # The one direct database write: no API makes the first admin (that is the CLI's job).
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                text("UPDATE users SET is_admin = true WHERE email_normalized = :email"),
-                {"email": email.lower()},
-            )
-    finally:
-        await engine.dispose()
+async def _create_admin(environment: dict[str, str], email: str, password: str) -> None:
+    """The first admin comes from the command line, as API.md has it."""
+    await anyio.run_process(
+        [sys.executable, "-m", "app", "create-admin", "--email", email],
+        env={**environment, "ADMIN_PASSWORD": password},
+    )
 
 
 async def test_deactivation_on_one_replica_takes_effect_on_the_other(
-    clients, replicas_database: str
+    clients, replicas_environment: dict[str, str]
 ) -> None:
     a, b = clients
-    admin = await new_user(a)
-    await _make_admin(replicas_database, admin["email"])
+    await _create_admin(replicas_environment, "root@example.com", DEFAULT_PASSWORD)
+    admin = (await login(a, "root@example.com")).json()
     target = await new_user(b)
 
     response = await a.patch(
