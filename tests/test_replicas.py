@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import multiprocessing
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +257,41 @@ def test_migrations_started_at_the_same_instant_take_turns(tmp_path: Path) -> No
         assert _alembic_versions(database_url) == [head]
     finally:
         asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, database_url))
+
+
+THROTTLE_LIMIT = 3
+
+
+@pytest.fixture
+def throttled_replicas(replicas_database: str, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
+    """Two replicas with a small login limit, counting in Redis under a prefix of their own."""
+    if importlib.util.find_spec("app.ratelimit") is None:
+        pytest.skip("the login throttle (app/ratelimit.py) is not in this tree yet")
+    if not TEST_REDIS_URL:
+        pytest.skip("needs TEST_REDIS_URL (a Redis server)")
+    environment = {
+        **replica_environment(replicas_database, tmp_path),
+        "LOGIN_RATE_LIMIT": f"{THROTTLE_LIMIT}/minute",
+        "REDIS_KEY_PREFIX": f"passgate-test-{uuid.uuid4().hex}",
+    }
+    with running_services(2, environment, tmp_path) as services:
+        yield services
+
+
+async def test_the_login_throttle_counts_failures_on_every_replica(
+    throttled_replicas: list[ServiceProcess],
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=throttled_replicas[0].url, timeout=30) as a,
+        httpx.AsyncClient(base_url=throttled_replicas[1].url, timeout=30) as b,
+    ):
+        user = await new_user(a)
+        failures = [
+            await login(replica, user["email"], "not-the-password")
+            for replica in (a, b, a)[:THROTTLE_LIMIT]
+        ]
+        over_the_limit = await login(b, user["email"], "not-the-password")
+
+    assert [response.status_code for response in failures] == [400] * THROTTLE_LIMIT
+    assert over_the_limit.status_code == 429
+    assert int(over_the_limit.headers["retry-after"]) > 0
