@@ -1,4 +1,4 @@
-"""OAuth 2.0 endpoints: /token (password and refresh_token grants), /revoke, /logout."""
+"""OAuth 2.0 endpoints: /token (password and refresh_token grants), /revoke, /logout, JWKS."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from app.db import SessionDep, utcnow
 from app.deps import AccessTokensDep, CurrentUser, PasswordsDep
 from app.errors import InvalidCredentials, InvalidRefreshToken, OAuthError
-from app.schemas import ErrorOut, OAuthErrorOut, TokenResponse, reject_unstorable
+from app.schemas import ErrorOut, JwkSetOut, OAuthErrorOut, TokenResponse, reject_unstorable
 from app.security import InvalidToken
 from app.services import tokens, users
 
@@ -152,3 +153,14 @@ async def revoke_token(
 async def logout(user: CurrentUser, session: SessionDep) -> None:
     """End every session of your account: all refresh tokens and all access tokens issued so far."""
     await tokens.end_all_logins(session, user_id=user.id, now=utcnow())
+
+
+@router.get("/.well-known/jwks.json", response_model=JwkSetOut, openapi_extra={"security": []})
+async def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify access tokens (RFC 7517), for services that check tokens
+    themselves: pick the key whose `kid` is in the token's header. Never holds a secret."""
+    max_age = request.app.state.settings.jwks_max_age_seconds
+    return JSONResponse(
+        request.app.state.token_keys.jwks,
+        headers={"Cache-Control": f"public, max-age={max_age}"},
+    )
