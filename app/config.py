@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -71,6 +72,18 @@ class Settings(BaseSettings):
     # How often expired and spent refresh tokens are deleted.
     token_cleanup_interval_seconds: float = 3600.0
 
+    # Abuse protection (app/ratelimit.py, app/middleware.py, app/audit.py). Each limit is one
+    # rate in the `limits` library's notation: "10/minute", "30 per 5 minutes".
+    login_rate_limit: str = "10/minute"
+    signup_rate_limit: str = "30 per 5 minutes"
+    # Shared rate-limit counters; unset means each process counts on its own.
+    redis_url: str | None = None
+    # Prefix of every Redis key, so several deployments can share one Redis.
+    redis_key_prefix: str = "passgate"
+    max_body_bytes: int = 64 * 1024
+    # Where audit events go, one JSON object per line.
+    audit_log: Literal["stdout", "stderr", "off"] = "stdout"
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -78,7 +91,25 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("jwt_issuer", "jwt_audience", "secret_key", mode="before")
+    @field_validator("login_rate_limit", "signup_rate_limit")
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        try:
+            count = len(parse_many(value))
+        except ValueError:
+            count = 0
+        if count != 1:
+            raise ValueError('must be one rate, such as "10/minute" or "30 per 5 minutes"')
+        return value
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _positive_size(cls, value: int) -> int:
+        if value < 1024:
+            raise ValueError("must be at least 1024 bytes")
+        return value
+
+    @field_validator("jwt_issuer", "jwt_audience", "secret_key", "redis_url", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value

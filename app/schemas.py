@@ -165,12 +165,18 @@ class TokenResponse(BaseModel):
 class OAuthErrorOut(BaseModel):
     """RFC 6749 §5.2 error response."""
 
-    error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client"]
+    error: Literal[
+        "invalid_request",
+        "invalid_grant",
+        "unsupported_grant_type",
+        "invalid_client",
+        "too_many_attempts",
+    ]
     error_description: str
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
 
 
