@@ -32,7 +32,9 @@ async def start_login(
     now: dt.datetime,
 ) -> IssuedTokens:
     """Open a new token family for a successful password grant and issue its first pair."""
-    family = TokenFamily(id=uuid.uuid4(), user_id=user_id, created_at=now, expires_at=now + refresh_ttl)
+    family = TokenFamily(
+        id=uuid.uuid4(), user_id=user_id, created_at=now, expires_at=now + refresh_ttl
+    )
     session.add(family)
     issued = _issue_pair(session, family=family, access_tokens=access_tokens, now=now)
     await session.commit()
@@ -92,9 +94,7 @@ async def rotate_refresh_token(
         await session.commit()
         raise InvalidRefreshToken("Refresh token has been revoked")
     if row.used_at is not None:
-        await _revoke_for_reuse(
-            session, family_id=row.family_id, user_id=row.user_id, now=now
-        )
+        await _revoke_for_reuse(session, family_id=row.family_id, user_id=row.user_id, now=now)
     if row.expires_at <= now:
         await session.commit()
         raise InvalidRefreshToken("Refresh token has expired")
@@ -112,9 +112,7 @@ async def rotate_refresh_token(
     if spent.rowcount != 1:
         await session.rollback()
         # Another request spent it a moment ago: to us that is the same token presented twice.
-        await _revoke_for_reuse(
-            session, family_id=row.family_id, user_id=row.user_id, now=now
-        )
+        await _revoke_for_reuse(session, family_id=row.family_id, user_id=row.user_id, now=now)
 
     new_expiry = now + refresh_ttl
     await session.execute(
@@ -163,7 +161,9 @@ async def revoke_refresh_token(
     return row.user_id if row is not None else None
 
 
-async def revoke_all_families(session: AsyncSession, *, user_id: uuid.UUID, now: dt.datetime) -> None:
+async def revoke_all_families(
+    session: AsyncSession, *, user_id: uuid.UUID, now: dt.datetime
+) -> None:
     """End every login of the user in one statement; the caller commits."""
     await session.execute(
         update(TokenFamily)
