@@ -102,6 +102,13 @@ class Settings(BaseSettings):
             raise ValueError('must be one rate, such as "10/minute" or "30 per 5 minutes"')
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
     @field_validator("max_body_bytes")
     @classmethod
     def _positive_size(cls, value: int) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from app.config import Settings
 from app.ratelimit import address_key
@@ -155,3 +156,18 @@ def test_ipv6_clients_are_counted_by_their_64_bit_prefix():
     assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
     assert address_key("::ffff:192.0.2.1") == address_key("192.0.2.1")
     assert address_key(None) == "unknown"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"login_rate_limit": "lots"},
+        {"login_rate_limit": "10/minute;100/hour"},
+        {"signup_rate_limit": ""},
+        {"redis_url": "http://127.0.0.1:6379"},
+        {"max_body_bytes": 10},
+    ],
+)
+def test_unusable_abuse_settings_are_refused_at_start(overrides):
+    with pytest.raises(ValidationError):
+        make_settings(**overrides)
