@@ -56,8 +56,10 @@ class Passwords:
             thread_name_prefix="passgate-hash",
             initializer=_lower_thread_priority,
         )
-        # Hashes computed or verified so far: what login traffic costs this process. Tests
-        # read it to show that a throttled attempt costs none.
+        self._counter_lock = threading.Lock()
+        self.in_progress = 0  # hashes running right now, for tests and diagnostics
+        # Hashes started so far: what login traffic has cost this process. Tests read it to
+        # show that a throttled attempt costs none.
         self.hashes_computed = 0
 
     @classmethod
@@ -71,8 +73,19 @@ class Passwords:
 
     async def _run(self, function: Any, *args: Any) -> Any:
         # The argon2 binding releases the GIL, so the event loop keeps serving while it runs.
-        self.hashes_computed += 1
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._counted, function, *args
+        )
+
+    def _counted(self, function: Any, *args: Any) -> Any:
+        with self._counter_lock:
+            self.in_progress += 1
+            self.hashes_computed += 1
+        try:
+            return function(*args)
+        finally:
+            with self._counter_lock:
+                self.in_progress -= 1
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, password)
