@@ -31,10 +31,9 @@ def client_at(app: object, address: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://bench")
 
 
-async def timed_logins(
-    client: httpx.AsyncClient, email: str, password: str, count: int, expect: int
+async def timed_requests(
+    client: httpx.AsyncClient, form: dict[str, str], count: int, expect: int
 ) -> list[float]:
-    form = {"grant_type": "password", "username": email, "password": password}
     durations = []
     for _ in range(count):
         start = time.perf_counter()
@@ -42,6 +41,13 @@ async def timed_logins(
         durations.append(time.perf_counter() - start)
         assert response.status_code == expect, response.text
     return durations
+
+
+async def timed_logins(
+    client: httpx.AsyncClient, email: str, password: str, count: int, expect: int
+) -> list[float]:
+    form = {"grant_type": "password", "username": email, "password": password}
+    return await timed_requests(client, form, count, expect)
 
 
 async def main(logins: int, throttled: int, redis_url: str | None) -> None:
@@ -76,15 +82,19 @@ async def main(logins: int, throttled: int, redis_url: str | None) -> None:
                 refused = await timed_logins(
                     attacker, "victim@example.com", "guess-1234", throttled, 429
                 )
+                # The floor: a /token request refused before any limiter or hash is involved.
+                floor = await timed_requests(attacker, {"grant_type": "nonsense"}, throttled, 400)
 
     real_ms = statistics.median(real) * 1000
     refused_ms = statistics.median(refused) * 1000
+    floor_ms = statistics.median(floor) * 1000
     print(f"storage: {'redis ' + redis_url if redis_url else 'in-process memory'}")
     print(
         f"Argon2id: {settings.password_hash_memory_kib} KiB, t={settings.password_hash_time_cost}, p={settings.password_hash_parallelism}"
     )
     print(f"real login     median {real_ms:8.3f} ms over {logins} requests")
     print(f"throttled 429  median {refused_ms:8.3f} ms over {throttled} requests")
+    print(f"bad grant 400  median {floor_ms:8.3f} ms over {throttled} requests (request floor)")
     print(f"ratio: a throttled request costs 1/{real_ms / refused_ms:.0f} of a real login")
 
 
