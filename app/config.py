@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -93,6 +94,18 @@ class Settings(BaseSettings):
     # How often expired and spent refresh tokens are deleted.
     token_cleanup_interval_seconds: float = 3600.0
 
+    # Abuse protection (app/ratelimit.py, app/middleware.py, app/audit.py). Each limit is one
+    # rate in the `limits` library's notation: "10/minute", "30 per 5 minutes".
+    login_rate_limit: str = "10/minute"
+    signup_rate_limit: str = "30 per 5 minutes"
+    # Shared rate-limit counters; unset means each process counts on its own.
+    redis_url: str | None = None
+    # Prefix of every Redis key, so several deployments can share one Redis.
+    redis_key_prefix: str = "passgate"
+    max_body_bytes: int = 64 * 1024
+    # Where audit events go, one JSON object per line.
+    audit_log: Literal["stdout", "stderr", "off"] = "stdout"
+
     @field_validator("cors_origins", "jwt_verify_key_files", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -100,8 +113,38 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("login_rate_limit", "signup_rate_limit")
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        try:
+            count = len(parse_many(value))
+        except ValueError:
+            count = 0
+        if count != 1:
+            raise ValueError('must be one rate, such as "10/minute" or "30 per 5 minutes"')
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _positive_size(cls, value: int) -> int:
+        if value < 1024:
+            raise ValueError("must be at least 1024 bytes")
+        return value
+
     @field_validator(
-        "jwt_issuer", "jwt_audience", "secret_key", "jwt_private_key_file", mode="before"
+        "jwt_issuer",
+        "jwt_audience",
+        "secret_key",
+        "jwt_private_key_file",
+        "redis_url",
+        mode="before",
     )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from app.audit import configure_audit_log
 from app.config import Settings
 from app.db import (
     PoolSettings,
@@ -26,7 +27,9 @@ from app.db import (
 )
 from app.errors import OAuthError
 from app.keys import KeyConfigError, load_token_keys
+from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
+from app.ratelimit import Throttle
 from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, Passwords
@@ -68,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.passwords = Passwords.from_settings(settings)
     app.state.token_keys = load_token_keys(settings)
     app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
+    app.state.throttle = Throttle.from_settings(settings)
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
@@ -78,6 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup
         app.state.passwords.close()
+        await app.state.throttle.close()
         await app.state.engine.dispose()
 
 
@@ -86,8 +91,8 @@ async def _oauth_error(request: Request, exc: Exception) -> JSONResponse:
     # RFC 6749 §5.2: token endpoint errors are 400 with a JSON body, never cached.
     return JSONResponse(
         {"error": exc.error, "error_description": exc.description},
-        status_code=status.HTTP_400_BAD_REQUEST,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        status_code=exc.status_code,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **exc.headers},
     )
 
 
@@ -148,9 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    install_middleware(app, max_body_bytes=settings.max_body_bytes)
+    configure_audit_log(settings.audit_log)
     app.include_router(users.router)
     app.include_router(tokens.router)
     app.include_router(health.router)

@@ -174,7 +174,13 @@ class TokenResponse(BaseModel):
 class OAuthErrorOut(BaseModel):
     """RFC 6749 §5.2 error response."""
 
-    error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client"]
+    error: Literal[
+        "invalid_request",
+        "invalid_grant",
+        "unsupported_grant_type",
+        "invalid_client",
+        "too_many_attempts",
+    ]
     error_description: str
 
 
@@ -199,7 +205,7 @@ class JwkSetOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
 
 

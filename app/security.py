@@ -64,6 +64,9 @@ class Passwords:
         )
         self._counter_lock = threading.Lock()
         self.in_progress = 0  # hashes running right now, for tests and diagnostics
+        # Hashes started so far: what login traffic has cost this process. Tests read it to
+        # show that a throttled attempt costs none.
+        self.hashes_computed = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -83,6 +86,7 @@ class Passwords:
     def _counted(self, function: Any, *args: Any) -> Any:
         with self._counter_lock:
             self.in_progress += 1
+            self.hashes_computed += 1
         try:
             return function(*args)
         finally:
