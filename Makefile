@@ -11,7 +11,7 @@ WORKERS ?= 1
 FORWARDED_ALLOW_IPS ?=
 PROXY_FLAGS := $(if $(strip $(FORWARDED_ALLOW_IPS)),--proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)',--no-proxy-headers)
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install clean bench faults
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -39,6 +39,10 @@ bench: $(BIN)/.installed
 		echo "make bench: wrk is not installed; installing Debian's wrk package with apt-get"; \
 		$(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }; }
 	$(BIN)/python -m tests.bench.run
+
+# kill -9, PostgreSQL outage (with FAULTS_DATABASE_URL) and mixed-load tests; see tests/faults.
+faults: $(BIN)/.installed
+	$(BIN)/python -m tests.faults.run
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check app tests alembic
