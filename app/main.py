@@ -17,8 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, load_or_create_secret_key
 from app.db import make_engine, make_sessionmaker, utcnow
+from app.docs import install_docs
 from app.errors import OAuthError
 from app.migrate import upgrade_to_head
+from app.openapi import operation_id
 from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, Passwords
@@ -106,7 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": False},
+        docs_url=None,  # served by app.docs from the service's own files, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.add_exception_handler(OAuthError, _oauth_error)
@@ -122,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(tokens.router)
     app.include_router(health.router)
+    install_docs(app)
     return app
 
 

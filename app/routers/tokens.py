@@ -63,9 +63,17 @@ async def issue_token(
     grant_type: Annotated[
         str | None, Form(description="`password` or `refresh_token`.", examples=["password"])
     ] = None,
-    username: Annotated[str | None, Form(description="Your email, for the password grant.")] = None,
+    username: Annotated[
+        str | None,
+        Form(description="Your email, for the password grant.", examples=["ada@example.com"]),
+    ] = None,
     password: Annotated[
-        str | None, Form(description="Your password, for the password grant.", json_schema_extra={"format": "password"})
+        str | None,
+        Form(
+            description="Your password, for the password grant.",
+            examples=["analytical-engine-1843"],
+            json_schema_extra={"format": "password"},
+        ),
     ] = None,
     refresh_token: Annotated[
         str | None, Form(description="For the refresh_token grant.")
@@ -127,7 +135,13 @@ async def issue_token(
 async def revoke_token(
     session: SessionDep,
     access_tokens: AccessTokensDep,
-    token: Annotated[str | None, Form(description="A refresh token (or an access token).")] = None,
+    token: Annotated[
+        str | None,
+        Form(
+            description="A refresh token (or an access token).",
+            examples=["<refresh token from POST /token>"],
+        ),
+    ] = None,
     token_type_hint: Annotated[str | None, Form(description="Optional; ignored.")] = None,
 ) -> Response:
     """End the login a token belongs to (RFC 7009). Answers 200 whether or not the token was valid."""

@@ -16,7 +16,7 @@ from app.models import User
 from app.schemas import ErrorOut, PasswordChange, UserCreate, UserOut, UserPage, UserUpdate
 from app.services import users
 
-router = APIRouter(tags=["users"])
+router = APIRouter()
 
 AUTHENTICATED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked access token"},
@@ -50,7 +50,12 @@ def decode_cursor(cursor: str) -> uuid.UUID:
     "/signup",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses={409: {"model": ErrorOut, "description": "The email is already registered"}},
+    responses={
+        201: {
+            "headers": {"Location": {"description": "`/users/{id}`", "schema": {"type": "string"}}}
+        },
+        409: {"model": ErrorOut, "description": "The email is already registered"},
+    },
     tags=["accounts"],
 )
 async def signup(
@@ -65,7 +70,7 @@ async def signup(
     return user
 
 
-@router.get("/users", response_model=UserPage, responses=AUTHENTICATED)
+@router.get("/users", response_model=UserPage, responses=AUTHENTICATED, tags=["users"])
 async def list_users(
     _: CurrentUser,
     session: SessionDep,
@@ -84,7 +89,7 @@ async def list_users(
     )
 
 
-@router.get("/users/me", response_model=UserOut, responses=AUTHENTICATED)
+@router.get("/users/me", response_model=UserOut, responses=AUTHENTICATED, tags=["accounts"])
 async def read_me(user: CurrentUser) -> User:
     """The account the access token belongs to."""
     return user
@@ -97,6 +102,7 @@ async def read_me(user: CurrentUser) -> User:
         **AUTHENTICATED,
         400: {"model": ErrorOut, "description": "The current password is wrong"},
     },
+    tags=["accounts"],
 )
 async def change_my_password(
     body: PasswordChange, user: CurrentUser, session: SessionDep, passwords: PasswordsDep
@@ -115,7 +121,9 @@ async def change_my_password(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Current password is wrong") from None
 
 
-@router.delete("/users/me", status_code=status.HTTP_204_NO_CONTENT, responses=AUTHENTICATED)
+@router.delete(
+    "/users/me", status_code=status.HTTP_204_NO_CONTENT, responses=AUTHENTICATED, tags=["accounts"]
+)
 async def delete_me(user: CurrentUser, session: SessionDep) -> None:
     """Delete your account and every token issued to it."""
     await users.delete_user(session, user_id=user.id)
@@ -125,6 +133,7 @@ async def delete_me(user: CurrentUser, session: SessionDep) -> None:
     "/users/{user_id}",
     response_model=UserOut,
     responses={**AUTHENTICATED, 404: {"model": ErrorOut, "description": "No user has this id"}},
+    tags=["users"],
 )
 async def read_user(_: CurrentUser, user: UserByPath) -> User:
     """One user by id."""
