@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test lint install clean
+.PHONY: run test fuzz lint install clean
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -22,6 +22,15 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Property-based API fuzzing with schemathesis against a real server (a CI leg; not in `make test`).
+FUZZ_EXAMPLES ?= 60
+$(BIN)/.installed-fuzz: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,fuzz]'
+	@touch $@
+
+fuzz: $(BIN)/.installed-fuzz
+	$(BIN)/python -m tests.fuzz.run_schemathesis --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check app tests alembic

@@ -40,8 +40,10 @@ OAUTH_ENDPOINTS = frozenset({("post", "/token"), ("post", "/revoke")})
 RATE_LIMITED = frozenset({("post", "/token"), ("post", "/signup"), ("post", "/users/me/password")})
 
 # These take every form field as optional and answer a missing or malformed one with RFC 6749's
-# invalid_request (a 400), so FastAPI's automatic 422 never happens there.
+# invalid_request (a 400), so FastAPI's automatic 422 never happens there. The document still
+# marks the fields a client must always send as required.
 NO_VALIDATION_ERROR = OAUTH_ENDPOINTS
+REQUIRED_FORM_FIELDS = {("post", "/token"): ["grant_type"], ("post", "/revoke"): ["token"]}
 
 RETRY_AFTER = {
     "description": "Seconds to wait before trying again.",
@@ -112,6 +114,10 @@ def complete_document(document: Document) -> Document:
                     responses["400"] = _response(ErrorOut, unreadable)
             responses["413"] = _response(error_model, "The request body is too large")
             _lift_examples(body, schemas)
+            form = _body_schema(body, "application/x-www-form-urlencoded", schemas)
+            if form is not None:
+                _drop_null_from_form_fields(form)
+                form["required"] = REQUIRED_FORM_FIELDS.get((method, path), [])
         if (method, path) in RATE_LIMITED:
             responses["429"] = _response(error_model, "Too many attempts: wait and try again")
             responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
@@ -137,6 +143,26 @@ def _add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:
 def _response(model: type[BaseModel], description: str) -> dict[str, Any]:
     ref = SCHEMA_REF.format(model=model.__name__)
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _body_schema(
+    body: dict[str, Any], media_type: str, schemas: dict[str, Any]
+) -> dict[str, Any] | None:
+    media = body.get("content", {}).get(media_type)
+    if media is None:
+        return None
+    ref: str = media["schema"]["$ref"]
+    return schemas[ref.rsplit("/", 1)[-1]]
+
+
+def _drop_null_from_form_fields(form: dict[str, Any]) -> None:
+    """A form field is a string or absent: `null` has no form encoding, so it is not offered."""
+    for field in form.get("properties", {}).values():
+        choices = field.get("anyOf", [])
+        if {"type": "null"} in choices and len(choices) == 2:
+            field.pop("anyOf")
+            [other] = [choice for choice in choices if choice != {"type": "null"}]
+            field.update(other)
 
 
 def _lift_examples(body: dict[str, Any], schemas: dict[str, Any]) -> None:

@@ -173,3 +173,22 @@ async def test_operation_ids_are_the_route_names(document):
 async def test_signup_documents_the_location_header(document):
     created = operations(document)[("post", "/signup")]["responses"]["201"]
     assert "Location" in created["headers"]
+
+
+async def test_token_forms_mark_the_fields_a_client_must_send_and_never_offer_null(document):
+    schemas = document["components"]["schemas"]
+    forms = {
+        key: operations(document)[key]["requestBody"]["content"][
+            "application/x-www-form-urlencoded"
+        ]["schema"]["$ref"].rsplit("/", 1)[-1]
+        for key in OAUTH_ENDPOINTS
+    }
+    assert schemas[forms["post", "/token"]]["required"] == ["grant_type"]
+    assert schemas[forms["post", "/token"]]["properties"]["grant_type"]["enum"] == [
+        "password",
+        "refresh_token",
+    ]
+    assert schemas[forms["post", "/revoke"]]["required"] == ["token"]
+    for name in forms.values():
+        for field in schemas[name]["properties"].values():
+            assert field["type"] == "string", name

@@ -61,7 +61,12 @@ async def issue_token(
     passwords: PasswordsDep,
     access_tokens: AccessTokensDep,
     grant_type: Annotated[
-        str | None, Form(description="`password` or `refresh_token`.", examples=["password"])
+        str | None,
+        Form(
+            description="`password` or `refresh_token`.",
+            examples=["password"],
+            json_schema_extra={"enum": ["password", "refresh_token"]},
+        ),
     ] = None,
     username: Annotated[
         str | None,
