@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from app.config import Settings
 from app.migrate import POSTGRES_MIGRATION_LOCK_KEY, sqlite_migration_lock
 from app.models import Base

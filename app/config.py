@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/app.db"
 MIN_SECRET_BYTES = 32
-SECRET_KEY_FILENAME = "secret_key"
+SECRET_KEY_FILENAME = "secret_key"  # noqa: S105 - a file name, not a secret
 
 # Secrets that appear in tutorials, templates and .env examples. A production deployment
 # started with one of these would accept tokens forged by anyone who read the same page.

@@ -92,7 +92,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     # FastAPI's default body echoes the submitted input: for a signup, the password. This one
     # says which field is wrong and why, and nothing of what was sent.
     detail = [
-        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
         for error in exc.errors()
     ]
     return JSONResponse(
@@ -143,4 +147,3 @@ def _app_from_environment() -> FastAPI:
 
 
 app = _app_from_environment()
-

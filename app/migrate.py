@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
+
+from alembic import command
 
 # Any constant works, as long as every replica uses the same one.
 POSTGRES_MIGRATION_LOCK_KEY = 0x50617373676174  # "Passgat"

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -73,6 +73,8 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, max_length=NAME_MAX_LENGTH),
     AfterValidator(_check_name),
 ]
+
+
 def _check_raw_email(value: object) -> object:
     if isinstance(value, str):
         reject_unstorable(value)
@@ -89,7 +91,11 @@ class UserCreate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"name": "Ada Lovelace", "email": "ada@example.com", "password": "analytical-engine-1843"}
+                {
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "password": "analytical-engine-1843",
+                }
             ]
         },
     )
@@ -118,7 +124,10 @@ class PasswordChange(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"current_password": "analytical-engine-1843", "new_password": "difference-engine-1822"}
+                {
+                    "current_password": "analytical-engine-1843",
+                    "new_password": "difference-engine-1822",
+                }
             ]
         },
     )
@@ -157,7 +166,7 @@ class TokenResponse(BaseModel):
     """RFC 6749 §5.1 successful token response."""
 
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the RFC 6749 token type, not a secret
     expires_in: int = Field(description="Seconds until the access token expires.")
     refresh_token: str
 

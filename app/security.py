@@ -29,7 +29,7 @@ HASH_THREAD_NICENESS = 10
 
 # How far in the future an `iat` may lie before the token is refused: covers clock skew
 # between replicas, not tokens minted for later.
-CLOCK_SKEW = dt.timedelta(seconds=30)
+CLOCK_SKEW_SECONDS = 30
 
 REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
 
@@ -56,6 +56,8 @@ class Passwords:
             thread_name_prefix="passgate-hash",
             initializer=_lower_thread_priority,
         )
+        self._counter_lock = threading.Lock()
+        self.in_progress = 0  # hashes running right now, for tests and diagnostics
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -68,7 +70,18 @@ class Passwords:
 
     async def _run(self, function: Any, *args: Any) -> Any:
         # The argon2 binding releases the GIL, so the event loop keeps serving while it runs.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._counted, function, *args
+        )
+
+    def _counted(self, function: Any, *args: Any) -> Any:
+        with self._counter_lock:
+            self.in_progress += 1
+        try:
+            return function(*args)
+        finally:
+            with self._counter_lock:
+                self.in_progress -= 1
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, password)
@@ -174,7 +187,7 @@ class AccessTokens:
         # values (an `iat` of null, a list, or 1e400) instead of its own JWTError.
         except (JWTError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise InvalidToken(str(exc)) from None
-        if dt.datetime.fromtimestamp(issued_at, dt.UTC) > now + CLOCK_SKEW:
+        if issued_at > now.timestamp() + CLOCK_SKEW_SECONDS:
             raise InvalidToken("issued in the future")
         return AccessClaims(
             user_id=user_id, family_id=family_id, issued_at=issued_at, jti=claims["jti"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,8 +18,8 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import Settings
-from app.db import Base
 from app.main import create_app
+from app.migrate import upgrade_blocking, upgrade_to_head
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 DEFAULT_PASSWORD = "correct-horse-battery"
@@ -39,11 +41,15 @@ def test_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
 
 
-async def _create_postgres_database(base_url: str) -> str:
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test, when imported
+
+
+async def _create_postgres_database(base_url: str, *, template: str | None = None) -> str:
     name = f"passgate_test_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
     admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        await connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
     await admin.dispose()
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
@@ -56,11 +62,27 @@ async def _drop_postgres_database(base_url: str, url: str) -> None:
     await admin.dispose()
 
 
-@pytest.fixture
-async def database_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL database when configured."""
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database migrated to head per run; each test gets a copy, which is much cheaper."""
     if TEST_DATABASE_URL is None:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'passgate.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('template') / 'template.db'}"
+        upgrade_blocking(url)
+        yield url
+        return
+    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
+    try:
+        upgrade_blocking(url)
+        yield url
+    finally:
+        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, url))
+
+
+@pytest.fixture
+async def empty_database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database with no tables: a SQLite file, or a new PostgreSQL database."""
+    if TEST_DATABASE_URL is None:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
     url = await _create_postgres_database(TEST_DATABASE_URL)
     try:
@@ -69,9 +91,26 @@ async def database_url(tmp_path: Path) -> AsyncIterator[str]:
         await _drop_postgres_database(TEST_DATABASE_URL, url)
 
 
+@pytest.fixture
+async def database_url(migrated_template: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database of this test's own, already migrated to the latest schema."""
+    if TEST_DATABASE_URL is None:
+        path = tmp_path / "passgate.db"
+        shutil.copyfile(make_url(migrated_template).database, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url = await _create_postgres_database(
+        TEST_DATABASE_URL, template=make_url(migrated_template).database
+    )
+    try:
+        yield url
+    finally:
+        await _drop_postgres_database(TEST_DATABASE_URL, url)
+
+
 async def create_schema(app: FastAPI) -> None:
-    async with app.state.engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
+    """Bring an app's database to the latest schema the way the service does (idempotent)."""
+    await upgrade_to_head(app.state.settings.database_url)
 
 
 @pytest.fixture
@@ -83,7 +122,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with LifespanManager(application):  # ASGITransport alone never runs the lifespan
-        await create_schema(application)
         yield application
 
 

@@ -30,7 +30,6 @@ TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-
 def refresh_ttl(request: Request) -> dt.timedelta:
     return dt.timedelta(seconds=request.app.state.settings.refresh_token_ttl_seconds)
 
@@ -44,7 +43,9 @@ def _required(value: str | None, name: str) -> str:
     try:
         reject_unstorable(value)
     except ValueError:
-        raise OAuthError("invalid_request", f"The {name} parameter has invalid characters") from None
+        raise OAuthError(
+            "invalid_request", f"The {name} parameter has invalid characters"
+        ) from None
     return value
 
 
@@ -80,9 +81,7 @@ async def issue_token(
             json_schema_extra={"format": "password"},
         ),
     ] = None,
-    refresh_token: Annotated[
-        str | None, Form(description="For the refresh_token grant.")
-    ] = None,
+    refresh_token: Annotated[str | None, Form(description="For the refresh_token grant.")] = None,
     scope: Annotated[str | None, Form(description="Ignored: tokens carry no scopes.")] = None,
 ) -> TokenResponse:
     """Log in with email and password, or renew tokens with a refresh token (RFC 6749)."""
@@ -121,9 +120,7 @@ async def issue_token(
         except InvalidRefreshToken as exc:
             raise OAuthError("invalid_grant", exc.description) from None
     else:
-        raise OAuthError(
-            "unsupported_grant_type", "Supported grant types: password, refresh_token"
-        )
+        raise OAuthError("unsupported_grant_type", "Supported grant types: password, refresh_token")
     return TokenResponse(
         access_token=issued.access_token,
         expires_in=issued.expires_in,

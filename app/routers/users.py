@@ -172,7 +172,10 @@ async def update_user(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={
         **ADMIN_ONLY,
-        403: {"model": ErrorOut, "description": "Not an administrator, or an admin deleting itself"},
+        403: {
+            "model": ErrorOut,
+            "description": "Not an administrator, or an admin deleting itself",
+        },
     },
     tags=["admin"],
 )

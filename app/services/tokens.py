@@ -32,7 +32,9 @@ async def start_login(
     now: dt.datetime,
 ) -> IssuedTokens:
     """Open a new token family for a successful password grant and issue its first pair."""
-    family = TokenFamily(id=uuid.uuid4(), user_id=user_id, created_at=now, expires_at=now + refresh_ttl)
+    family = TokenFamily(
+        id=uuid.uuid4(), user_id=user_id, created_at=now, expires_at=now + refresh_ttl
+    )
     session.add(family)
     issued = _issue_pair(session, family=family, access_tokens=access_tokens, now=now)
     await session.commit()
@@ -122,7 +124,9 @@ async def rotate_refresh_token(
     return issued
 
 
-async def _revoke_for_reuse(session: AsyncSession, *, family_id: uuid.UUID, now: dt.datetime) -> None:
+async def _revoke_for_reuse(
+    session: AsyncSession, *, family_id: uuid.UUID, now: dt.datetime
+) -> None:
     # RFC 9700 §4.14.2: a spent refresh token presented again means one of its two holders
     # is an attacker, and we cannot tell which, so every token of that login dies.
     await revoke_family(session, family_id=family_id, now=now)
@@ -150,7 +154,9 @@ async def revoke_refresh_token(session: AsyncSession, *, presented: str, now: dt
     await session.commit()
 
 
-async def revoke_all_families(session: AsyncSession, *, user_id: uuid.UUID, now: dt.datetime) -> None:
+async def revoke_all_families(
+    session: AsyncSession, *, user_id: uuid.UUID, now: dt.datetime
+) -> None:
     """End every login of the user in one statement; the caller commits."""
     await session.execute(
         update(TokenFamily)

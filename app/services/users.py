@@ -55,9 +55,7 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    return await session.scalar(
-        select(User).where(User.email_normalized == normalize_email(email))
-    )
+    return await session.scalar(select(User).where(User.email_normalized == normalize_email(email)))
 
 
 async def authenticate(
@@ -79,9 +77,7 @@ async def authenticate(
     if new_hash is not None:
         # The stored hash used weaker parameters than today's; upgrade it now that we know
         # the password.
-        await session.execute(
-            update(User).where(User.id == user.id).values(password_hash=new_hash)
-        )
+        await session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
         await session.commit()
         user.password_hash = new_hash
     return user
@@ -159,11 +155,18 @@ async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
 
 
 async def ensure_admin(
-    session: AsyncSession, *, passwords: Passwords, email: str, name: str | None, password: str
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    email: str,
+    name: str | None,
+    password: str | None,
 ) -> tuple[User, bool]:
-    """Make the user with this email an admin, creating it if needed; (user, created)."""
+    """Make the user with this email an admin, creating it (password required) if needed."""
     user = await get_user_by_email(session, email)
     if user is None:
+        if password is None:
+            raise ValueError("a password is needed to create an admin")
         created = await create_user(
             session,
             passwords=passwords,

@@ -1,0 +1,107 @@
+"""Operator commands, run as `python -m app <command>`; they call services directly, no HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Callable
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.migrate import upgrade_to_head
+from app.schemas import Email, Name, NewPassword
+from app.security import Passwords
+from app.services import users
+
+
+class CommandError(Exception):
+    """A problem to report in one line, with a non-zero exit status."""
+
+
+def _validated(adapter: TypeAdapter, value: str, what: str) -> str:  # type: ignore[type-arg]
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise CommandError(f"invalid {what}: {message}") from None
+
+
+def _read_new_password() -> str:
+    """ADMIN_PASSWORD when set, else asked twice at a prompt that does not echo."""
+    password = os.environ.get("ADMIN_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise CommandError("set ADMIN_PASSWORD, or run in a terminal to be asked for a password")
+    password = getpass.getpass("Password for the admin: ")
+    if getpass.getpass("Repeat the password: ") != password:
+        raise CommandError("the two passwords differ")
+    return password
+
+
+async def create_admin(
+    settings: Settings,
+    *,
+    email: str,
+    name: str | None,
+    read_password: Callable[[], str] = _read_new_password,
+) -> str:
+    """Promote the user with this email, or create it as an admin with a password read now."""
+    email = _validated(TypeAdapter(Email), email, "email")
+    if name is not None:
+        name = _validated(TypeAdapter(Name), name, "name")
+    if settings.migrate_on_start:
+        await upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    passwords = Passwords.from_settings(settings)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            existing = await users.get_user_by_email(session, email)
+            await session.commit()
+            password = None
+            if existing is None:
+                password = _validated(TypeAdapter(NewPassword), read_password(), "password")
+            user, created = await users.ensure_admin(
+                session, passwords=passwords, email=email, name=name, password=password
+            )
+    finally:
+        passwords.close()
+        await engine.dispose()
+    verb = "created admin" if created else "made admin"
+    return f"{verb} {user.email} ({user.id})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Passgate operator commands")
+    commands = parser.add_subparsers(dest="command", required=True)
+    admin = commands.add_parser(
+        "create-admin",
+        help="make the user with this email an admin, creating it if needed",
+        description="The password comes from ADMIN_PASSWORD, else from a prompt (asked twice). "
+        "An existing user keeps its password.",
+    )
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        if args.command == "create-admin":
+            print(asyncio.run(create_admin(settings, email=args.email, name=args.name)))
+    except ValidationError as exc:
+        print(f"passgate: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"passgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

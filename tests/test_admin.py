@@ -1,0 +1,217 @@
+"""Admins: the create-admin command, PATCH and DELETE /users/{id}."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app import cli
+from tests.conftest import (
+    DEFAULT_PASSWORD,
+    bearer,
+    login,
+    new_user,
+    refresh,
+    signup,
+    test_settings,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_admin(database_url: str, *args: str, password: str | None = DEFAULT_PASSWORD):
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "test",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
+        "PASSWORD_HASH_TIME_COST": "1",
+    }
+    env.pop("ADMIN_PASSWORD", None)
+    if password is not None:
+        env["ADMIN_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "app", "create-admin", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+async def admin_tokens(client, database_url: str) -> dict:
+    """Log in as a fresh admin made by the create-admin command's code, in-process for speed."""
+    settings = test_settings(database_url=database_url)
+    await cli.create_admin(
+        settings, email="root@example.com", name="Root", read_password=lambda: DEFAULT_PASSWORD
+    )
+    response = await login(client, "root@example.com")
+    assert response.status_code == 200
+    return response.json()
+
+
+async def test_create_admin_creates_an_admin_that_can_log_in(client, database_url):
+    result = create_admin(database_url, "--email", "root@example.com", "--name", "Root")
+    assert result.returncode == 0, result.stderr
+    assert "created admin root@example.com" in result.stdout
+    tokens = (await login(client, "root@example.com")).json()
+
+    me = (await client.get("/users/me", headers=bearer(tokens["access_token"]))).json()
+
+    assert me["is_admin"] is True
+    assert me["name"] == "Root"
+
+
+async def test_create_admin_promotes_an_existing_user_and_keeps_its_password(client, database_url):
+    user = await new_user(client, email="grace@example.com")
+
+    result = create_admin(database_url, "--email", "GRACE@example.com", password=None)
+
+    assert result.returncode == 0, result.stderr
+    assert "made admin" in result.stdout
+    fresh = (await login(client, "grace@example.com")).json()
+    me = (await client.get("/users/me", headers=bearer(fresh["access_token"]))).json()
+    assert me["is_admin"] is True and me["id"] == user["id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "password", "message"),
+    [
+        (["--email", "not-an-email"], DEFAULT_PASSWORD, "invalid email"),
+        (["--email", "new@example.com"], "short", "invalid password"),
+        (["--email", "new@example.com"], None, "ADMIN_PASSWORD"),
+        (["--email", "new@example.com", "--name", ""], DEFAULT_PASSWORD, "invalid name"),
+    ],
+)
+async def test_create_admin_refuses_bad_input_with_a_clear_message(
+    client, database_url, args, password, message
+):
+    result = create_admin(database_url, *args, password=password)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_admins_can_rename_deactivate_and_promote(client, database_url):
+    admin = await admin_tokens(client, database_url)
+    user = await new_user(client)
+
+    response = await client.patch(
+        f"/users/{user['id']}",
+        json={"name": "Renamed", "is_admin": True},
+        headers=bearer(admin["access_token"]),
+    )
+
+    assert response.status_code == 200
+    assert response.json()["name"] == "Renamed"
+    assert response.json()["is_admin"] is True
+
+
+async def test_deactivating_a_user_ends_its_tokens_at_once(client, database_url):
+    admin = await admin_tokens(client, database_url)
+    user = await new_user(client)
+
+    response = await client.patch(
+        f"/users/{user['id']}", json={"is_active": False}, headers=bearer(admin["access_token"])
+    )
+
+    assert response.status_code == 200
+    assert response.json()["is_active"] is False
+    me = await client.get("/users/me", headers=bearer(user["access_token"]))
+    assert me.status_code == 401
+    assert me.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert (await refresh(client, user["refresh_token"])).status_code == 400
+    assert (await login(client, user["email"])).status_code == 400
+
+
+async def test_a_reactivated_user_can_log_in_again(client, database_url):
+    admin = await admin_tokens(client, database_url)
+    user = await new_user(client)
+    headers = bearer(admin["access_token"])
+    await client.patch(f"/users/{user['id']}", json={"is_active": False}, headers=headers)
+
+    await client.patch(f"/users/{user['id']}", json={"is_active": True}, headers=headers)
+
+    assert (await login(client, user["email"])).status_code == 200
+
+
+async def test_admins_can_delete_users_and_their_tokens(client, database_url):
+    admin = await admin_tokens(client, database_url)
+    user = await new_user(client)
+
+    response = await client.delete(f"/users/{user['id']}", headers=bearer(admin["access_token"]))
+
+    assert response.status_code == 204
+    assert (await client.get("/users/me", headers=bearer(user["access_token"]))).status_code == 401
+    assert (await refresh(client, user["refresh_token"])).status_code == 400
+    lookup = await client.get(f"/users/{user['id']}", headers=bearer(admin["access_token"]))
+    assert lookup.status_code == 404
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_admin_routes_refuse_non_admins_without_revealing_ids(client, method):
+    caller = await new_user(client)
+    target = (await signup(client)).json()
+
+    for user_id in (target["id"], str(uuid.uuid4())):
+        response = await client.request(
+            method, f"/users/{user_id}", json={"name": "x"}, headers=bearer(caller["access_token"])
+        )
+        assert response.status_code == 403
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_admin_routes_say_404_for_unknown_ids(client, database_url, method):
+    admin = await admin_tokens(client, database_url)
+
+    response = await client.request(
+        method, f"/users/{uuid.uuid4()}", json={"name": "x"}, headers=bearer(admin["access_token"])
+    )
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("change", [{"is_admin": False}, {"is_active": False}])
+async def test_an_admin_cannot_lock_itself_out(client, database_url, change):
+    admin = await admin_tokens(client, database_url)
+    me = (await client.get("/users/me", headers=bearer(admin["access_token"]))).json()
+
+    response = await client.patch(
+        f"/users/{me['id']}", json=change, headers=bearer(admin["access_token"])
+    )
+
+    assert response.status_code == 403
+    after = (await client.get("/users/me", headers=bearer(admin["access_token"]))).json()
+    assert after["is_admin"] is True and after["is_active"] is True
+
+
+async def test_an_admin_cannot_delete_itself_through_the_admin_route(client, database_url):
+    admin = await admin_tokens(client, database_url)
+    me = (await client.get("/users/me", headers=bearer(admin["access_token"]))).json()
+
+    response = await client.delete(f"/users/{me['id']}", headers=bearer(admin["access_token"]))
+
+    assert response.status_code == 403
+    assert (await client.get("/users/me", headers=bearer(admin["access_token"]))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body", [{"name": ""}, {"name": "x" * 101}, {"is_active": "maybe"}, {"email": "x@y.z"}]
+)
+async def test_bad_updates_are_422(client, database_url, body):
+    admin = await admin_tokens(client, database_url)
+    user = await new_user(client)
+
+    response = await client.patch(
+        f"/users/{user['id']}", json=body, headers=bearer(admin["access_token"])
+    )
+
+    assert response.status_code == 422

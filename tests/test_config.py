@@ -1,0 +1,86 @@
+"""Settings: the signing secret outside and inside production, and how a bad start fails."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings, load_or_create_secret_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings(tmp_path: Path, **values) -> Settings:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'app.db'}"
+    return Settings(_env_file=None, database_url=url, **values)  # type: ignore[call-arg]
+
+
+def test_a_missing_secret_is_generated_once_kept_private_and_reused(tmp_path):
+    first = load_or_create_secret_key(settings(tmp_path))
+    second = load_or_create_secret_key(settings(tmp_path))
+
+    path = tmp_path / "data" / "secret_key"
+    assert first == second
+    assert len(first.encode()) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_configured_secret_wins_over_the_file(tmp_path):
+    secret = "s" * 40
+
+    assert load_or_create_secret_key(settings(tmp_path, secret_key=secret)) == secret
+    assert not (tmp_path / "data" / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        (None, "SECRET_KEY is required"),
+        ("", "SECRET_KEY is required"),
+        ("too-short", "at least 32 bytes"),
+        ("changeme", "placeholder"),
+        ("09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7", "placeholder"),
+    ],
+)
+def test_production_refuses_missing_short_or_placeholder_secrets(tmp_path, secret, problem):
+    values = {"environment": "production"}
+    if secret is not None:
+        values["secret_key"] = secret
+    with pytest.raises(ValidationError, match=problem):
+        settings(tmp_path, **values)
+
+
+def test_production_accepts_a_strong_secret(tmp_path):
+    assert settings(tmp_path, environment="production", secret_key="k" * 48).secret_key
+
+
+def test_cors_origins_are_a_comma_separated_list(monkeypatch):
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+
+    assert Settings(_env_file=None).cors_origins == ["https://a.example", "https://b.example"]  # type: ignore[call-arg]
+
+
+def test_the_service_refuses_to_start_in_production_without_a_secret(tmp_path):
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DATABASE_URL"}
+    }
+    env["ENVIRONMENT"] = "production"
+    result = subprocess.run(
+        [sys.executable, "-c", "import app.main"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SECRET_KEY" in lines[0]
