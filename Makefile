@@ -24,7 +24,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Property-based API fuzzing with schemathesis against a real server (a CI leg; not in `make test`).
-FUZZ_EXAMPLES ?= 60
+FUZZ_EXAMPLES ?= 200
 $(BIN)/.installed-fuzz: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,fuzz]'
 	@touch $@

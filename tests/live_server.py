@@ -75,7 +75,7 @@ def running_service(data_dir: Path, **overrides: str) -> Iterator[str]:
         str(port),
     ]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(  # noqa: S603  # our own interpreter and fixed arguments
+        process = subprocess.Popen(
             command,
             cwd=data_dir,
             env=server_environment(data_dir, overrides),

@@ -2,22 +2,26 @@
 
 The fuzzer calls /logout and DELETE /users/me too, which end the session or the account. The
 provider below logs in again when a request answers 401 (schemathesis then replays it), and
-signs the account up again when it is gone, so every operation keeps being tested with a
-valid token. The account is an administrator, so the admin routes are fuzzed past their 403;
-it is promoted in the database, since no API call can make the first admin.
+creates the account again when it is gone, so every operation keeps being tested with a valid
+token. The account is an administrator, made with `python -m app create-admin` as an operator
+would, so the admin routes are fuzzed past their 403.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import schemathesis
 
+from tests.live_server import server_environment
+
 BASE_URL = os.environ["PASSGATE_FUZZ_URL"]
-DATABASE = os.environ["PASSGATE_FUZZ_DATABASE"]
+DATA_DIR = Path(os.environ["PASSGATE_FUZZ_DATA_DIR"])
 EMAIL = os.environ["PASSGATE_FUZZ_EMAIL"]
 PASSWORD = os.environ["PASSGATE_FUZZ_PASSWORD"]
 
@@ -31,16 +35,15 @@ def log_in() -> httpx.Response:
 
 
 def create_admin() -> None:
-    """Sign the fuzzing account up (again) and make it an administrator."""
-    response = httpx.post(
-        f"{BASE_URL}/signup",
-        json={"name": "Fuzzing admin", "email": EMAIL, "password": PASSWORD},
-        trust_env=False,
+    """Create the fuzzing account as an administrator, with the service's own command."""
+    environment = {**server_environment(DATA_DIR, {}), "ADMIN_PASSWORD": PASSWORD}
+    subprocess.run(
+        [sys.executable, "-m", "app", "create-admin", "--email", EMAIL, "--name", "Fuzzing admin"],
+        cwd=DATA_DIR,
+        env=environment,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
-    if response.status_code not in (201, 409):
-        raise RuntimeError(f"cannot sign up the fuzzing account: {response.status_code}")
-    with sqlite3.connect(DATABASE) as connection:
-        connection.execute("UPDATE users SET is_admin = 1 WHERE email_normalized = ?", (EMAIL.lower(),))
 
 
 def access_token() -> str:
