@@ -84,48 +84,61 @@ def complete_document(document: Document) -> Document:
         _add_schema(schemas, model)
     for method, path, operation in _operations(document):
         responses: dict[str, Any] = operation["responses"]
-        error_model = OAuthErrorOut if (method, path) in OAUTH_ENDPOINTS else ErrorOut
-        if "422" in responses:
-            if (method, path) in NO_VALIDATION_ERROR:
-                del responses["422"]
-            else:
-                responses["422"] = _response(
-                    ValidationErrorOut,
-                    "A field is missing or invalid: `detail` says which and why. "
-                    "Submitted values are never echoed back.",
-                )
+        _document_validation_errors((method, path), responses)
         if operation.get("security"):
-            responses.setdefault(
-                "401",
-                _response(
-                    ErrorOut,
-                    "Missing, invalid, expired or revoked access token",
-                ),
-            )
-            responses["401"].setdefault("headers", {})["WWW-Authenticate"] = WWW_AUTHENTICATE
-        body = operation.get("requestBody")
-        if body is not None:
-            if "application/json" in body.get("content", {}):
-                # FastAPI answers a body it cannot decode as text (not UTF-8) with a plain 400.
-                unreadable = "The request body could not be read"
-                if "400" in responses:
-                    responses["400"]["description"] += f"; or: {unreadable.lower()}"
-                else:
-                    responses["400"] = _response(ErrorOut, unreadable)
-            # Refused by middleware before any route runs, so in FastAPI's shape everywhere.
-            responses["413"] = _response(ErrorOut, "The request body is too large")
-            _lift_examples(body, schemas)
-            form = _body_schema(body, "application/x-www-form-urlencoded", schemas)
-            if form is not None:
-                _drop_null_from_form_fields(form)
-                form["required"] = REQUIRED_FORM_FIELDS.get((method, path), [])
+            _document_bearer_challenge(responses)
+        if "requestBody" in operation:
+            _document_body((method, path), operation["requestBody"], responses, schemas)
         if (method, path) in RATE_LIMITED:
+            error_model = OAuthErrorOut if (method, path) in OAUTH_ENDPOINTS else ErrorOut
             responses["429"] = _response(error_model, "Too many attempts: wait and try again")
             responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
         operation["responses"] = dict(sorted(responses.items()))
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return document
+
+
+def _document_validation_errors(key: tuple[str, str], responses: dict[str, Any]) -> None:
+    """FastAPI lists its own 422 body, which echoes input; ours (app.main) never does."""
+    if "422" not in responses:
+        return
+    if key in NO_VALIDATION_ERROR:
+        del responses["422"]
+        return
+    responses["422"] = _response(
+        ValidationErrorOut,
+        "A field is missing or invalid: `detail` says which and why. "
+        "Submitted values are never echoed back.",
+    )
+
+
+def _document_bearer_challenge(responses: dict[str, Any]) -> None:
+    """The bearer dependency's 401 (app.deps), with RFC 6750's WWW-Authenticate header."""
+    responses.setdefault(
+        "401", _response(ErrorOut, "Missing, invalid, expired or revoked access token")
+    )
+    responses["401"].setdefault("headers", {})["WWW-Authenticate"] = WWW_AUTHENTICATE
+
+
+def _document_body(
+    key: tuple[str, str], body: dict[str, Any], responses: dict[str, Any], schemas: dict[str, Any]
+) -> None:
+    """What any request body can meet, and examples to start from."""
+    if "application/json" in body.get("content", {}):
+        # FastAPI answers a body it cannot decode as text (not UTF-8) with a plain 400.
+        unreadable = "The request body could not be read"
+        if "400" in responses:
+            responses["400"]["description"] += f"; or: {unreadable.lower()}"
+        else:
+            responses["400"] = _response(ErrorOut, unreadable)
+    # Refused by middleware before any route runs, so in FastAPI's shape everywhere.
+    responses["413"] = _response(ErrorOut, "The request body is too large")
+    _lift_examples(body, schemas)
+    form = _body_schema(body, "application/x-www-form-urlencoded", schemas)
+    if form is not None:
+        _drop_null_from_form_fields(form)
+        form["required"] = REQUIRED_FORM_FIELDS.get(key, [])
 
 
 def _operations(document: Document) -> Iterator[tuple[str, str, Operation]]:
