@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
+# Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed, as
+# uvicorn's --forwarded-allow-ips takes them. Empty: proxy headers are ignored, so a client
+# cannot choose the address that rate limits and audit events see.
+FORWARDED_ALLOW_IPS ?=
+PROXY_FLAGS := $(if $(strip $(FORWARDED_ALLOW_IPS)),--proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)',--no-proxy-headers)
 
 .PHONY: run test fuzz lint install clean
 
@@ -17,8 +22,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# With several workers, uvicorn restarts any that dies, forever: importing the application once
+# first makes a configuration error stop `make run` with its one-line message instead.
 run: $(BIN)/.installed
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --proxy-headers
+	@if [ "$(WORKERS)" -gt 1 ]; then $(BIN)/python -c 'import app.main'; fi
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) $(PROXY_FLAGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

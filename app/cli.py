@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
+from app.keys import DEFAULT_RSA_BITS, MIN_RSA_BITS, generate_private_key_pem
 from app.migrate import upgrade_to_head
 from app.schemas import Email, Name, NewPassword
 from app.security import Passwords
@@ -76,6 +77,31 @@ async def create_admin(
     return f"{verb} {user.email} ({user.id})"
 
 
+def generate_key(*, algorithm: str, rsa_bits: int) -> str:
+    """A new unencrypted PKCS#8 PEM private key for JWT_PRIVATE_KEY_FILE."""
+    try:
+        return generate_private_key_pem(algorithm, rsa_bits=rsa_bits).decode()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _add_generate_key_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "generate-key",
+        help="print a new private signing key (PEM) for JWT_PRIVATE_KEY_FILE",
+        description="Print a new unencrypted PKCS#8 PEM private key on standard output, e.g. "
+        "`python -m app generate-key --alg ES256 > key.pem`. Keep the file readable by the "
+        "service only.",
+    )
+    parser.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
+    parser.add_argument(
+        "--bits",
+        type=int,
+        default=DEFAULT_RSA_BITS,
+        help=f"RSA key size for RS256 (default {DEFAULT_RSA_BITS}, at least {MIN_RSA_BITS})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Passgate operator commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,12 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("--email", required=True)
     admin.add_argument("--name")
+    _add_generate_key_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "generate-key":  # needs no settings, so works before any exist
+            sys.stdout.write(generate_key(algorithm=args.alg, rsa_bits=args.bits))
+            return 0
         settings = Settings()
         if args.command == "create-admin":
             print(asyncio.run(create_admin(settings, email=args.email, name=args.name)))

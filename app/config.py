@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -51,9 +52,31 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 1_209_600
-    jwt_algorithm: Literal["HS256"] = "HS256"
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    # PEM private key that signs tokens under RS256/ES256 (`python -m app generate-key`).
+    jwt_private_key_file: Path | None = None
+    # PEM files (public or private keys) that verify tokens but never sign: the previous key
+    # after a rotation, or the next one published ahead of it. Comma-separated.
+    jwt_verify_key_files: Annotated[list[Path], NoDecode] = []
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # How long other services may cache GET /.well-known/jwks.json.
+    jwks_max_age_seconds: int = 300
+
+    # Connections each process keeps to PostgreSQL, and how many more it may open under load.
+    # Every replica and worker has its own pool: keep replicas x workers x (size + overflow)
+    # below the server's max_connections.
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    # Seconds a request waits for a free connection before failing (503) instead of queueing.
+    db_pool_timeout_seconds: float = 10.0
+    # Connections older than this are replaced, so none outlives a firewall's idle cut-off.
+    db_pool_recycle_seconds: int = 1800
+    # PostgreSQL cancels any statement running longer than this, so a stuck query cannot hold
+    # a connection and a worker forever. 0 turns the limit off.
+    db_statement_timeout_ms: int = 10_000
+    # Seconds to wait for a new connection to the database.
+    db_connect_timeout_seconds: float = 5.0
 
     migrate_on_start: bool = True
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -71,14 +94,58 @@ class Settings(BaseSettings):
     # How often expired and spent refresh tokens are deleted.
     token_cleanup_interval_seconds: float = 3600.0
 
-    @field_validator("cors_origins", mode="before")
+    # Abuse protection (app/ratelimit.py, app/middleware.py, app/audit.py). Each limit is one
+    # rate in the `limits` library's notation: "10/minute", "30 per 5 minutes".
+    login_rate_limit: str = "10/minute"
+    signup_rate_limit: str = "30 per 5 minutes"
+    # Shared rate-limit counters; unset means each process counts on its own.
+    redis_url: str | None = None
+    # Prefix of every Redis key, so several deployments can share one Redis.
+    redis_key_prefix: str = "passgate"
+    max_body_bytes: int = 64 * 1024
+    # Where audit events go, one JSON object per line.
+    audit_log: Literal["stdout", "stderr", "off"] = "stdout"
+
+    @field_validator("cors_origins", "jwt_verify_key_files", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("jwt_issuer", "jwt_audience", "secret_key", mode="before")
+    @field_validator("login_rate_limit", "signup_rate_limit")
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        try:
+            count = len(parse_many(value))
+        except ValueError:
+            count = 0
+        if count != 1:
+            raise ValueError('must be one rate, such as "10/minute" or "30 per 5 minutes"')
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _positive_size(cls, value: int) -> int:
+        if value < 1024:
+            raise ValueError("must be at least 1024 bytes")
+        return value
+
+    @field_validator(
+        "jwt_issuer",
+        "jwt_audience",
+        "secret_key",
+        "jwt_private_key_file",
+        "redis_url",
+        mode="before",
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -89,6 +156,40 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be a positive number of seconds")
         return value
+
+    @field_validator("jwks_max_age_seconds", "db_pool_recycle_seconds", "db_max_overflow")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("db_statement_timeout_ms")
+    @classmethod
+    def _sane_statement_timeout(cls, value: int) -> int:
+        if value != 0 and value < 100:
+            raise ValueError("must be 0 (no limit) or at least 100 milliseconds")
+        return value
+
+    @field_validator("db_pool_size", "db_pool_timeout_seconds", "db_connect_timeout_seconds")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _key_files_match_algorithm(self) -> Settings:
+        if self.jwt_algorithm == "HS256":
+            if self.jwt_private_key_file is not None or self.jwt_verify_key_files:
+                raise ValueError(
+                    "JWT_PRIVATE_KEY_FILE and JWT_VERIFY_KEY_FILES need JWT_ALGORITHM=RS256/ES256"
+                )
+        elif self.jwt_private_key_file is None:
+            raise ValueError(
+                f"JWT_PRIVATE_KEY_FILE is required when JWT_ALGORITHM={self.jwt_algorithm}"
+            )
+        return self
 
     @field_validator("password_hash_threads")
     @classmethod
@@ -102,6 +203,9 @@ class Settings(BaseSettings):
         if self.environment != "production":
             return self
         if self.secret_key is None:
+            # Under RS256/ES256 the private key file signs tokens instead.
+            if self.jwt_algorithm != "HS256":
+                return self
             raise ValueError("SECRET_KEY is required when ENVIRONMENT=production")
         problem = secret_key_problem(self.secret_key.get_secret_value())
         if problem:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,6 +21,11 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from app.config import Settings
+
+# Seconds the client waits beyond the server's statement timeout before abandoning a query.
+COMMAND_TIMEOUT_MARGIN_SECONDS = 5.0
 
 # Seconds a SQLite writer waits for the lock before giving up with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -79,7 +87,44 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(database_url: str) -> AsyncEngine:
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How a server database's connections are pooled and bounded; see Settings.db_*."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout_seconds: float = 10.0
+    recycle_seconds: int = 1800
+    statement_timeout_ms: int = 10_000
+    connect_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolSettings:
+        return cls(
+            size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            timeout_seconds=settings.db_pool_timeout_seconds,
+            recycle_seconds=settings.db_pool_recycle_seconds,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            connect_timeout_seconds=settings.db_connect_timeout_seconds,
+        )
+
+
+def _postgres_connect_args(pool: PoolSettings) -> dict[str, Any]:
+    """asyncpg options that keep one stuck query or unreachable server from holding a worker."""
+    args: dict[str, Any] = {
+        "timeout": pool.connect_timeout_seconds,
+        "server_settings": {"application_name": "passgate"},
+    }
+    if pool.statement_timeout_ms:
+        # The server cancels the statement; the client gives up a little later in case the
+        # server itself is stuck (a cancel that never arrives, a network that went silent).
+        args["server_settings"]["statement_timeout"] = str(pool.statement_timeout_ms)
+        args["command_timeout"] = pool.statement_timeout_ms / 1000 + COMMAND_TIMEOUT_MARGIN_SECONDS
+    return args
+
+
+def make_engine(database_url: str, pool: PoolSettings | None = None) -> AsyncEngine:
     """An engine for the URL; on SQLite, with the pragmas concurrent use needs."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -88,7 +133,40 @@ def make_engine(database_url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    pool = pool or PoolSettings()
+    return create_async_engine(
+        url,
+        # A connection checked out after the server restarted is tested and replaced, so the
+        # first requests after a database restart succeed instead of failing on a dead socket.
+        pool_pre_ping=True,
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout_seconds,
+        pool_recycle=pool.recycle_seconds,
+        connect_args=(
+            _postgres_connect_args(pool) if url.get_backend_name() == "postgresql" else {}
+        ),
+    )
+
+
+# SQLSTATE classes and codes that mean "the database is away or busy", not "the query is wrong":
+# 08 connection exception, 53 insufficient resources (too many connections), 57014 statement
+# timeout, 57P01-57P03 server shutting down or starting up.
+UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57014", "57P0")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether an exception means the database can't serve us right now (so: 503, try later)."""
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, OperationalError)
+            or sqlstate.startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+        )
+    # A full pool, a server that refuses or drops connections (asyncpg raises these raw), and
+    # asyncpg's command timeout.
+    return isinstance(exc, (PoolTimeoutError, OSError, TimeoutError))
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
 from fastapi import HTTPException, status
@@ -23,14 +24,27 @@ class WrongPassword(DomainError):
     pass
 
 
+LoginFailure = Literal["unknown_email", "wrong_password", "inactive"]
+
+
 class InvalidCredentials(DomainError):
-    """Unknown email, wrong password or inactive account: deliberately indistinguishable."""
+    """Unknown email, wrong password or inactive account: indistinguishable to the client.
+
+    The reason and the user (when one matched) are for the audit log only.
+    """
+
+    def __init__(self, reason: LoginFailure, user_id: uuid.UUID | None = None) -> None:
+        super().__init__(reason)
+        self.reason: LoginFailure = reason
+        self.user_id = user_id
 
 
 class InvalidRefreshToken(DomainError):
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, *, reused_by: uuid.UUID | None = None) -> None:
         super().__init__(description)
         self.description = description
+        # The user whose login was revoked because a spent token came back (for the audit log).
+        self.reused_by = reused_by
 
 
 class SelfLockout(DomainError):
@@ -38,17 +52,33 @@ class SelfLockout(DomainError):
 
 
 OAuthErrorCode = Literal[
-    "invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client"
+    "invalid_request",
+    "invalid_grant",
+    "unsupported_grant_type",
+    "invalid_client",
+    "too_many_attempts",
 ]
 
 
 class OAuthError(Exception):
-    """RFC 6749 §5.2 error from a token endpoint; rendered as 400 with `Cache-Control: no-store`."""
+    """RFC 6749 §5.2 error from a token endpoint; rendered as 400 with `Cache-Control: no-store`.
 
-    def __init__(self, error: OAuthErrorCode, description: str) -> None:
+    Throttling is the one exception: 429 with `Retry-After`, in the same body shape.
+    """
+
+    def __init__(
+        self,
+        error: OAuthErrorCode,
+        description: str,
+        *,
+        status_code: int = status.HTTP_400_BAD_REQUEST,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
+        self.status_code = status_code
+        self.headers = headers or {}
 
 
 def bearer_challenge(error: str | None = None) -> HTTPException:
@@ -56,4 +86,23 @@ def bearer_challenge(error: str | None = None) -> HTTPException:
     challenge = "Bearer" if error is None else f'Bearer error="{error}"'
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, "Not authenticated", headers={"WWW-Authenticate": challenge}
+    )
+
+
+def too_many_attempts(retry_after: int) -> HTTPException:
+    """A 429 for JSON endpoints; RFC 9110 §10.2.3's Retry-After says when to try again."""
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"Too many attempts; try again in {retry_after} seconds",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def oauth_too_many_attempts(retry_after: int) -> OAuthError:
+    """The token endpoint's 429, in RFC 6749 §5.2's body shape."""
+    return OAuthError(
+        "too_many_attempts",
+        f"Too many failed logins; try again in {retry_after} seconds",
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(retry_after)},
     )

@@ -13,20 +13,34 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.config import Settings, load_or_create_secret_key
-from app.db import make_engine, make_sessionmaker, utcnow
+from app.audit import configure_audit_log
+from app.config import Settings
+from app.db import (
+    PoolSettings,
+    is_database_unavailable,
+    make_engine,
+    make_sessionmaker,
+    utcnow,
+)
 from app.docs import install_docs
 from app.errors import OAuthError
+from app.keys import KeyConfigError, load_token_keys
+from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
 from app.openapi import operation_id
+from app.ratelimit import Throttle
 from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, Passwords
 from app.services.tokens import purge_expired
 
 logger = logging.getLogger("passgate")
+
+# What a 503 asks clients to wait: about as long as a database restart or failover takes.
+RETRY_AFTER_SECONDS = 5
 
 DESCRIPTION = """
 Passgate is a self-hosted OAuth 2.0 authentication service: sign up, log in with the password
@@ -54,16 +68,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.passwords = Passwords.from_settings(settings)
-    app.state.access_tokens = AccessTokens(
-        secret=load_or_create_secret_key(settings),
-        algorithm=settings.jwt_algorithm,
-        ttl_seconds=settings.access_token_ttl_seconds,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
+    app.state.token_keys = load_token_keys(settings)
+    app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
+    app.state.throttle = Throttle.from_settings(settings)
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
@@ -74,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup
         app.state.passwords.close()
+        await app.state.throttle.close()
         await app.state.engine.dispose()
 
 
@@ -82,8 +93,26 @@ async def _oauth_error(request: Request, exc: Exception) -> JSONResponse:
     # RFC 6749 §5.2: token endpoint errors are 400 with a JSON body, never cached.
     return JSONResponse(
         {"error": exc.error, "error_description": exc.description},
-        status_code=status.HTTP_400_BAD_REQUEST,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        status_code=exc.status_code,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **exc.headers},
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        raise exc  # a bug, not an outage: let it be the 500 it is
+    # Only the exception's type: its text can hold the statement and its parameters.
+    logger.warning(
+        "database unavailable during %s %s: %s%s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        f" ({type(exc.orig).__name__})" if isinstance(exc, DBAPIError) else "",
+    )
+    return JSONResponse(
+        {"detail": "Service temporarily unavailable"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
     )
 
 
@@ -119,14 +148,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(OAuthError, _oauth_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # The database going away (restart, failover, full pool, stuck query) is a 503 that says
+    # "try again shortly", not a 500 or a request that hangs.
+    for exception_type in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(exception_type, _database_unavailable)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    install_middleware(app, max_body_bytes=settings.max_body_bytes)
+    configure_audit_log(settings.audit_log)
     app.include_router(users.router)
     app.include_router(tokens.router)
     app.include_router(health.router)
@@ -136,7 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _app_from_environment() -> FastAPI:
     try:
-        return create_app(Settings())
+        settings = Settings()
+        if settings.jwt_algorithm != "HS256":
+            # Checked here as well as in the lifespan: a failing lifespan prints a traceback,
+            # and an operator with a weak or mismatched key deserves one line.
+            load_token_keys(settings)
+        return create_app(settings)
     except ValidationError as exc:
         # One line naming the variable, instead of a traceback, when the service can't start.
         problems = "; ".join(
@@ -144,6 +185,8 @@ def _app_from_environment() -> FastAPI:
             for error in exc.errors()
         )
         sys.exit(f"passgate: invalid configuration: {problems}")
+    except KeyConfigError as exc:
+        sys.exit(f"passgate: invalid configuration: {exc}")
 
 
 app = _app_from_environment()

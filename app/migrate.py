@@ -51,8 +51,10 @@ async def upgrade_to_head(database_url: str) -> None:
 @contextlib.contextmanager
 def sqlite_migration_lock(database_url: str) -> Iterator[None]:
     """Serialise migrations of one SQLite file across processes (PostgreSQL uses an advisory lock)."""
-    database = make_url(database_url).database
-    if not database or database == ":memory:":
+    url = make_url(database_url)
+    database = url.database
+    # Only a SQLite database is a file; any other URL's database is a name, not a path.
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         yield
         return
     lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")

@@ -2,8 +2,8 @@
 
 Routes declare their own outcomes (404, 409, an RFC 6749 400). Some answers come from code that
 every route shares instead, and FastAPI cannot see them: the bearer dependency's 401, the body
-size limit's 413, the rate limiter's 429, and our 422 handler, whose body differs from FastAPI's
-default. They are added here, in one place, so client generators and fuzzers can trust the
+size limit's 413, the rate limiter's 429, the 503 while the database is away, and our 422
+handler, whose body differs from FastAPI's default. They are added here, in one place, so client generators and fuzzers can trust the
 document: tests/test_openapi.py checks it and the schemathesis CI leg checks it against the
 running service.
 """
@@ -38,6 +38,10 @@ OAUTH_ENDPOINTS = frozenset({("post", "/token"), ("post", "/revoke")})
 
 # Where the attempt limiters stand (see API.md: LOGIN_RATE_LIMIT and SIGNUP_RATE_LIMIT).
 RATE_LIMITED = frozenset({("post", "/token"), ("post", "/signup"), ("post", "/users/me/password")})
+
+# Every other operation reads the database, and answers 503 with Retry-After while it is away
+# (app.main's handler for a restart or failover); /health/ready declares its own 503 body.
+NO_DATABASE = frozenset({("get", "/health"), ("get", "/.well-known/jwks.json")})
 
 # These take every form field as optional and answer a missing or malformed one with RFC 6749's
 # invalid_request (a 400), so FastAPI's automatic 422 never happens there. The document still
@@ -89,6 +93,9 @@ def complete_document(document: Document) -> Document:
             _document_bearer_challenge(responses)
         if "requestBody" in operation:
             _document_body((method, path), operation["requestBody"], responses, schemas)
+        if (method, path) not in NO_DATABASE and "503" not in responses:
+            responses["503"] = _response(ErrorOut, "The database is unavailable: try again shortly")
+            responses["503"]["headers"] = {"Retry-After": RETRY_AFTER}
         if (method, path) in RATE_LIMITED:
             error_model = OAuthErrorOut if (method, path) in OAUTH_ENDPOINTS else ErrorOut
             responses["429"] = _response(error_model, "Too many attempts: wait and try again")

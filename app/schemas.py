@@ -176,12 +176,38 @@ class TokenResponse(BaseModel):
 class OAuthErrorOut(BaseModel):
     """RFC 6749 §5.2 error response."""
 
-    error: Literal["invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_client"]
+    error: Literal[
+        "invalid_request",
+        "invalid_grant",
+        "unsupported_grant_type",
+        "invalid_client",
+        "too_many_attempts",
+    ]
     error_description: str
 
 
+class JwkOut(BaseModel):
+    """A public signing key as an RFC 7517 JWK: RSA keys have `n`/`e`, EC keys `crv`/`x`/`y`."""
+
+    kty: Literal["RSA", "EC"]
+    use: Literal["sig"]
+    alg: Literal["RS256", "ES256"]
+    kid: str = Field(description="RFC 7638 thumbprint of the key; access tokens name it in `kid`.")
+    n: str | None = None
+    e: str | None = None
+    crv: str | None = None
+    x: str | None = None
+    y: str | None = None
+
+
+class JwkSetOut(BaseModel):
+    """RFC 7517 §5 JWK Set: the keys that verify Passgate's access tokens. Empty under HS256."""
+
+    keys: list[JwkOut]
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
 
 

@@ -13,15 +13,17 @@ import os
 import secrets
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from jose import jwt
-from jose.exceptions import JWTError
+from jose import jwk, jwt
+from jose.exceptions import JWKError, JWTError
 from passlib.context import CryptContext
 
 from app.config import Settings
+from app.keys import SigningKey, TokenKeys, VerificationKey
 
 # Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
 # storm of logins slows other logins down, not every other request.
@@ -32,6 +34,10 @@ HASH_THREAD_NICENESS = 10
 CLOCK_SKEW_SECONDS = 30
 
 REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
+
+# JOSE headers that point at a key outside our configuration (RFC 7515 §4.1.2-4.1.6). We
+# never fetch or trust them, and a token carrying one was not made by us.
+FOREIGN_KEY_HEADERS = ("jku", "jwk", "x5u", "x5c")
 
 
 def _lower_thread_priority() -> None:
@@ -58,6 +64,9 @@ class Passwords:
         )
         self._counter_lock = threading.Lock()
         self.in_progress = 0  # hashes running right now, for tests and diagnostics
+        # Hashes started so far: what login traffic has cost this process. Tests read it to
+        # show that a throttled attempt costs none.
+        self.hashes_computed = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -77,6 +86,7 @@ class Passwords:
     def _counted(self, function: Any, *args: Any) -> Any:
         with self._counter_lock:
             self.in_progress += 1
+            self.hashes_computed += 1
         try:
             return function(*args)
         finally:
@@ -123,19 +133,30 @@ class InvalidToken(Exception):
 
 
 class AccessTokens:
-    """Issues and checks access tokens: JWTs with a pinned algorithm and required claims."""
+    """Issues and checks access tokens: JWTs with a pinned algorithm, known keys, required claims.
+
+    One key signs; every configured key verifies, chosen by the token's `kid` among those keys
+    only. Nothing in a token's header can name a key from elsewhere or change the algorithm.
+    """
 
     def __init__(
         self,
         *,
-        secret: str,
-        algorithm: str,
+        signing_key: SigningKey,
+        verification_keys: Sequence[VerificationKey],
         ttl_seconds: int,
         issuer: str | None,
         audience: str | None,
     ) -> None:
-        self._secret = secret
-        self._algorithm = algorithm
+        self._algorithm = signing_key.algorithm
+        if any(key.algorithm != self._algorithm for key in verification_keys):
+            raise ValueError("every verification key must use the signing key's algorithm")
+        # Keys are prepared once: python-jose would otherwise parse a PEM at every call.
+        self._signer = jwk.construct(signing_key.key, self._algorithm)
+        self._signing_headers = {"kid": signing_key.kid} if signing_key.kid is not None else None
+        self._verifiers = {
+            key.kid: jwk.construct(key.key, self._algorithm) for key in verification_keys
+        }
         self.ttl_seconds = ttl_seconds
         self._issuer = issuer
         self._audience = audience
@@ -145,6 +166,16 @@ class AccessTokens:
             "require_aud": audience is not None,
             "leeway": 0,
         }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, keys: TokenKeys) -> AccessTokens:
+        return cls(
+            signing_key=keys.signing,
+            verification_keys=keys.verifying,
+            ttl_seconds=settings.access_token_ttl_seconds,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
 
     def issue(self, *, user_id: uuid.UUID, family_id: uuid.UUID, now: dt.datetime) -> str:
         issued_at = int(now.timestamp())
@@ -159,18 +190,37 @@ class AccessTokens:
             claims["iss"] = self._issuer
         if self._audience is not None:
             claims["aud"] = self._audience
-        return jwt.encode(claims, self._secret, algorithm=self._algorithm)
+        return jwt.encode(
+            claims, self._signer, algorithm=self._algorithm, headers=self._signing_headers
+        )
+
+    def _verifier_for(self, header: dict[str, Any]) -> Any:
+        """The configured key the header names; InvalidToken for anything else."""
+        # RFC 7515 §4.1.11: a critical extension we don't implement must be refused.
+        if "crit" in header:
+            raise InvalidToken("unsupported critical header")
+        # RFC 8725 §3.1, §2.6: the algorithm is ours to choose, and keys come from our
+        # configuration, never from a URL or a key embedded in the token.
+        if header.get("alg") != self._algorithm:
+            raise InvalidToken("unexpected algorithm")
+        if any(name in header for name in FOREIGN_KEY_HEADERS):
+            raise InvalidToken("token names a key from elsewhere")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("bad kid")
+        verifier = self._verifiers.get(kid)
+        if verifier is None:
+            raise InvalidToken("unknown key")
+        return verifier
 
     def decode(self, token: str, *, now: dt.datetime) -> AccessClaims:
         """The token's claims, or InvalidToken for anything we would not have issued."""
         try:
             header = jwt.get_unverified_header(token)
-            # RFC 7515 §4.1.11: a critical extension we don't implement must be refused.
-            if "crit" in header:
-                raise InvalidToken("unsupported critical header")
+            verifier = self._verifier_for(header)
             claims = jwt.decode(
                 token,
-                self._secret,
+                verifier,
                 algorithms=[self._algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
@@ -185,7 +235,7 @@ class AccessTokens:
             family_id = uuid.UUID(claims["sid"])
         # python-jose raises TypeError/ValueError/OverflowError for some malformed claim
         # values (an `iat` of null, a list, or 1e400) instead of its own JWTError.
-        except (JWTError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        except (JWTError, JWKError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise InvalidToken(str(exc)) from None
         if issued_at > now.timestamp() + CLOCK_SKEW_SECONDS:
             raise InvalidToken("issued in the future")

@@ -8,25 +8,23 @@ from typing import Any
 import pytest
 
 # Every operation and every status code it can answer with (API.md, plus 413/429 from the
-# request limits and 400 for a JSON body that is not even text).
+# request limits, 400 for a JSON body that is not even text, 503 while the database is away).
 EXPECTED_STATUSES: dict[tuple[str, str], set[str]] = {
-    ("post", "/signup"): {"201", "400", "409", "413", "422", "429"},
-    ("get", "/users"): {"200", "401", "422"},
-    ("get", "/users/me"): {"200", "401"},
-    ("delete", "/users/me"): {"204", "401"},
-    ("post", "/users/me/password"): {"204", "400", "401", "413", "422", "429"},
-    ("get", "/users/{user_id}"): {"200", "401", "404", "422"},
-    ("patch", "/users/{user_id}"): {"200", "400", "401", "403", "404", "413", "422"},
-    ("delete", "/users/{user_id}"): {"204", "401", "403", "404", "422"},
-    ("post", "/token"): {"200", "400", "413", "429"},
-    ("post", "/revoke"): {"200", "400", "413"},
-    ("post", "/logout"): {"204", "401"},
+    ("post", "/signup"): {"201", "400", "409", "413", "422", "429", "503"},
+    ("get", "/users"): {"200", "401", "422", "503"},
+    ("get", "/users/me"): {"200", "401", "503"},
+    ("delete", "/users/me"): {"204", "401", "503"},
+    ("post", "/users/me/password"): {"204", "400", "401", "413", "422", "429", "503"},
+    ("get", "/users/{user_id}"): {"200", "401", "404", "422", "503"},
+    ("patch", "/users/{user_id}"): {"200", "400", "401", "403", "404", "413", "422", "503"},
+    ("delete", "/users/{user_id}"): {"204", "401", "403", "404", "422", "503"},
+    ("post", "/token"): {"200", "400", "413", "429", "503"},
+    ("post", "/revoke"): {"200", "400", "413", "503"},
+    ("post", "/logout"): {"204", "401", "503"},
     ("get", "/health"): {"200"},
     ("get", "/health/ready"): {"200", "503"},
     ("get", "/.well-known/jwks.json"): {"200"},
 }
-# API.md's JWKS route comes with the asymmetric signing keys; checked once it is served.
-OPTIONAL = {("get", "/.well-known/jwks.json")}
 PUBLIC = {
     ("post", "/signup"),
     ("post", "/token"),
@@ -60,8 +58,7 @@ def schema_ref(response: dict[str, Any]) -> str:
 async def test_every_operation_lists_exactly_the_status_codes_it_can_answer(document):
     documented = {key: set(op["responses"]) for key, op in operations(document).items()}
 
-    assert set(EXPECTED_STATUSES) - OPTIONAL <= set(documented)
-    assert documented == {key: EXPECTED_STATUSES.get(key) for key in documented}
+    assert documented == EXPECTED_STATUSES
 
 
 async def test_the_bearer_scheme_is_on_exactly_the_protected_operations(document):
@@ -198,3 +195,14 @@ async def test_token_forms_mark_the_fields_a_client_must_send_and_never_offer_nu
     for name in forms.values():
         for field in schemas[name]["properties"].values():
             assert field["type"] == "string", name
+
+
+async def test_database_outages_are_documented_as_503_with_retry_after(document):
+    for key, operation in operations(document).items():
+        if key in {("get", "/health"), ("get", "/.well-known/jwks.json"), ("get", "/health/ready")}:
+            continue
+        unavailable = operation["responses"]["503"]
+        assert schema_ref(unavailable) == "ErrorOut", key
+        assert unavailable["headers"]["Retry-After"]["required"] is True, key
+    ready = operations(document)[("get", "/health/ready")]["responses"]["503"]
+    assert schema_ref(ready) == "HealthOut"

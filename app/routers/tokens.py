@@ -1,4 +1,4 @@
-"""OAuth 2.0 endpoints: /token (password and refresh_token grants), /revoke, /logout."""
+"""OAuth 2.0 endpoints: /token (password and refresh_token grants), /revoke, /logout, JWKS."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response, status
+from fastapi.responses import JSONResponse
 
+from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
 from app.deps import AccessTokensDep, CurrentUser, PasswordsDep
-from app.errors import InvalidCredentials, InvalidRefreshToken, OAuthError
-from app.schemas import ErrorOut, OAuthErrorOut, TokenResponse, reject_unstorable
+from app.errors import (
+    InvalidCredentials,
+    InvalidRefreshToken,
+    OAuthError,
+    oauth_too_many_attempts,
+)
+from app.ratelimit import ClientAddress, Throttled, ThrottleDep
+from app.schemas import ErrorOut, JwkSetOut, OAuthErrorOut, TokenResponse, reject_unstorable
 from app.security import InvalidToken
 from app.services import tokens, users
 
@@ -26,6 +34,11 @@ TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OAuthErrorOut,
         "description": "RFC 6749 §5.2 error: invalid_request, invalid_grant or unsupported_grant_type",
+    },
+    429: {
+        "model": OAuthErrorOut,
+        "description": "Too many failed logins for this account or from this address; "
+        "`Retry-After` gives the seconds to wait",
     },
 }
 
@@ -61,6 +74,8 @@ async def issue_token(
     session: SessionDep,
     passwords: PasswordsDep,
     access_tokens: AccessTokensDep,
+    throttle: ThrottleDep,
+    address: ClientAddress,
     grant_type: Annotated[
         str | None,
         Form(
@@ -92,14 +107,23 @@ async def issue_token(
     if grant_type == "password":
         email = _required(username, "username")
         secret = _required(password, "password")
+        # Counted before any hash is computed: a throttled guess costs a counter update.
+        try:
+            await throttle.start_login(account=email, address=address)
+        except Throttled as exc:
+            record(AuditEvent.THROTTLED, reason=exc.key)
+            raise oauth_too_many_attempts(exc.retry_after) from None
         if len(secret) > MAX_LOGIN_PASSWORD_LENGTH:
+            record(AuditEvent.LOGIN_FAILED, reason="password_too_long")
             raise OAuthError("invalid_grant", "Invalid email or password")
         try:
             user = await users.authenticate(
                 session, passwords=passwords, email=email, password=secret
             )
-        except InvalidCredentials:
+        except InvalidCredentials as exc:
+            record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
             raise OAuthError("invalid_grant", "Invalid email or password") from None
+        await throttle.login_succeeded(account=email, address=address)
         issued = await tokens.start_login(
             session,
             user_id=user.id,
@@ -107,6 +131,7 @@ async def issue_token(
             refresh_ttl=refresh_ttl(request),
             now=now,
         )
+        record(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
     elif grant_type == "refresh_token":
         presented = _required(refresh_token, "refresh_token")
         try:
@@ -118,7 +143,10 @@ async def issue_token(
                 now=now,
             )
         except InvalidRefreshToken as exc:
+            if exc.reused_by is not None:
+                record(AuditEvent.REFRESH_REUSE_DETECTED, user_id=exc.reused_by)
             raise OAuthError("invalid_grant", exc.description) from None
+        record(AuditEvent.TOKEN_REFRESHED, user_id=issued.user_id)
     else:
         raise OAuthError("unsupported_grant_type", "Supported grant types: password, refresh_token")
     return TokenResponse(
@@ -131,7 +159,7 @@ async def issue_token(
 @router.post(
     "/revoke",
     status_code=status.HTTP_200_OK,
-    responses=TOKEN_ERRORS,
+    responses={400: TOKEN_ERRORS[400]},  # not throttled: no 429
     response_class=Response,
 )
 async def revoke_token(
@@ -152,10 +180,12 @@ async def revoke_token(
     try:
         claims = access_tokens.decode(presented, now=now)
     except InvalidToken:
-        await tokens.revoke_refresh_token(session, presented=presented, now=now)
+        user_id = await tokens.revoke_refresh_token(session, presented=presented, now=now)
     else:
         await tokens.revoke_family(session, family_id=claims.family_id, now=now)
         await session.commit()
+        user_id = claims.user_id
+    record(AuditEvent.TOKEN_REVOKED, user_id=user_id)
     return Response(status_code=status.HTTP_200_OK, headers=NO_STORE)
 
 
@@ -167,3 +197,15 @@ async def revoke_token(
 async def logout(user: CurrentUser, session: SessionDep) -> None:
     """End every session of your account: all refresh tokens and all access tokens issued so far."""
     await tokens.end_all_logins(session, user_id=user.id, now=utcnow())
+    record(AuditEvent.LOGOUT, user_id=user.id)
+
+
+@router.get("/.well-known/jwks.json", response_model=JwkSetOut, openapi_extra={"security": []})
+async def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify access tokens (RFC 7517), for services that check tokens
+    themselves: pick the key whose `kid` is in the token's header. Never holds a secret."""
+    max_age = request.app.state.settings.jwks_max_age_seconds
+    return JSONResponse(
+        request.app.state.token_keys.jwks,
+        headers={"Cache-Control": f"public, max-age={max_age}"},
+    )

@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
 from app.deps import AdminUser, CurrentUser, PasswordsDep, UserByPath
-from app.errors import EmailTaken, SelfLockout, WrongPassword
+from app.errors import EmailTaken, SelfLockout, WrongPassword, too_many_attempts
 from app.models import User
+from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import ErrorOut, PasswordChange, UserCreate, UserOut, UserPage, UserUpdate
 from app.services import users
 
@@ -20,6 +22,12 @@ router = APIRouter()
 
 AUTHENTICATED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked access token"},
+}
+THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorOut,
+        "description": "Too many attempts; `Retry-After` gives the seconds to wait",
+    },
 }
 ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
     **AUTHENTICATED,
@@ -55,17 +63,29 @@ def decode_cursor(cursor: str) -> uuid.UUID:
             "headers": {"Location": {"description": "`/users/{id}`", "schema": {"type": "string"}}}
         },
         409: {"model": ErrorOut, "description": "The email is already registered"},
+        **THROTTLED,
     },
     tags=["accounts"],
 )
 async def signup(
-    body: UserCreate, session: SessionDep, passwords: PasswordsDep, response: Response
+    body: UserCreate,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    response: Response,
+    throttle: ThrottleDep,
+    address: ClientAddress,
 ) -> User:
     """Create an account. An email can be registered once, whatever its letter case."""
+    try:
+        await throttle.start_signup(address=address)
+    except Throttled as exc:
+        record(AuditEvent.THROTTLED, reason=exc.key)
+        raise too_many_attempts(exc.retry_after) from None
     try:
         user = await users.create_user(session, passwords=passwords, **body.model_dump())
     except EmailTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, "Email already registered") from None
+    record(AuditEvent.SIGNUP, user_id=user.id)
     response.headers["Location"] = f"/users/{user.id}"
     return user
 
@@ -101,13 +121,25 @@ async def read_me(user: CurrentUser) -> User:
     responses={
         **AUTHENTICATED,
         400: {"model": ErrorOut, "description": "The current password is wrong"},
+        **THROTTLED,
     },
     tags=["accounts"],
 )
 async def change_my_password(
-    body: PasswordChange, user: CurrentUser, session: SessionDep, passwords: PasswordsDep
+    body: PasswordChange,
+    user: CurrentUser,
+    session: SessionDep,
+    passwords: PasswordsDep,
+    throttle: ThrottleDep,
+    address: ClientAddress,
 ) -> None:
     """Change your password. Every session of the account ends, this one included: log in again."""
+    # The same counts as /token: a stolen access token must not buy extra password guesses.
+    try:
+        await throttle.start_login(account=user.email, address=address)
+    except Throttled as exc:
+        record(AuditEvent.THROTTLED, user_id=user.id, reason=exc.key)
+        raise too_many_attempts(exc.retry_after) from None
     try:
         await users.change_password(
             session,
@@ -118,7 +150,10 @@ async def change_my_password(
             now=utcnow(),
         )
     except WrongPassword:
+        record(AuditEvent.PASSWORD_CHANGE_FAILED, user_id=user.id, reason="wrong_password")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Current password is wrong") from None
+    await throttle.login_succeeded(account=user.email, address=address)
+    record(AuditEvent.PASSWORD_CHANGED, user_id=user.id)
 
 
 @router.delete(
@@ -127,6 +162,7 @@ async def change_my_password(
 async def delete_me(user: CurrentUser, session: SessionDep) -> None:
     """Delete your account and every token issued to it."""
     await users.delete_user(session, user_id=user.id)
+    record(AuditEvent.USER_DELETED, user_id=user.id, reason="self")
 
 
 @router.get(
@@ -156,8 +192,9 @@ async def update_user(
     admin: AdminUser, user: UserByPath, body: UserUpdate, session: SessionDep
 ) -> User:
     """Rename, (de)activate or (un)make an admin. A deactivated user's tokens stop working at once."""
+    was_active, was_admin = user.is_active, user.is_admin
     try:
-        return await users.update_user(
+        updated = await users.update_user(
             session, user=user, acting_admin=admin, **body.model_dump(), now=utcnow()
         )
     except SelfLockout:
@@ -165,6 +202,13 @@ async def update_user(
             status.HTTP_403_FORBIDDEN,
             "Admins cannot remove their own admin right or deactivate themselves",
         ) from None
+    if updated.is_active != was_active:
+        event = AuditEvent.USER_REACTIVATED if updated.is_active else AuditEvent.USER_DEACTIVATED
+        record(event, user_id=updated.id, actor_id=admin.id)
+    if updated.is_admin != was_admin:
+        event = AuditEvent.ADMIN_GRANTED if updated.is_admin else AuditEvent.ADMIN_REVOKED
+        record(event, user_id=updated.id, actor_id=admin.id)
+    return updated
 
 
 @router.delete(
@@ -186,3 +230,4 @@ async def delete_user(admin: AdminUser, user: UserByPath, session: SessionDep) -
             status.HTTP_403_FORBIDDEN, "Admins cannot delete themselves; use DELETE /users/me"
         )
     await users.delete_user(session, user_id=user.id)
+    record(AuditEvent.USER_DELETED, user_id=user.id, reason="admin", actor_id=admin.id)

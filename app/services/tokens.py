@@ -94,7 +94,7 @@ async def rotate_refresh_token(
         await session.commit()
         raise InvalidRefreshToken("Refresh token has been revoked")
     if row.used_at is not None:
-        await _revoke_for_reuse(session, family_id=row.family_id, now=now)
+        await _revoke_for_reuse(session, family_id=row.family_id, user_id=row.user_id, now=now)
     if row.expires_at <= now:
         await session.commit()
         raise InvalidRefreshToken("Refresh token has expired")
@@ -112,7 +112,7 @@ async def rotate_refresh_token(
     if spent.rowcount != 1:
         await session.rollback()
         # Another request spent it a moment ago: to us that is the same token presented twice.
-        await _revoke_for_reuse(session, family_id=row.family_id, now=now)
+        await _revoke_for_reuse(session, family_id=row.family_id, user_id=row.user_id, now=now)
 
     new_expiry = now + refresh_ttl
     await session.execute(
@@ -125,13 +125,15 @@ async def rotate_refresh_token(
 
 
 async def _revoke_for_reuse(
-    session: AsyncSession, *, family_id: uuid.UUID, now: dt.datetime
+    session: AsyncSession, *, family_id: uuid.UUID, user_id: uuid.UUID, now: dt.datetime
 ) -> None:
     # RFC 9700 §4.14.2: a spent refresh token presented again means one of its two holders
     # is an attacker, and we cannot tell which, so every token of that login dies.
     await revoke_family(session, family_id=family_id, now=now)
     await session.commit()
-    raise InvalidRefreshToken("Refresh token has already been used; the login has been revoked")
+    raise InvalidRefreshToken(
+        "Refresh token has already been used; the login has been revoked", reused_by=user_id
+    )
 
 
 async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID, now: dt.datetime) -> None:
@@ -142,16 +144,21 @@ async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID, now: dt.
     )
 
 
-async def revoke_refresh_token(session: AsyncSession, *, presented: str, now: dt.datetime) -> None:
-    """RFC 7009: end the login this refresh token belongs to; unknown tokens are ignored."""
-    family_id = await session.scalar(
-        select(RefreshToken.family_id).where(
-            RefreshToken.token_hash == hash_refresh_token(presented)
+async def revoke_refresh_token(
+    session: AsyncSession, *, presented: str, now: dt.datetime
+) -> uuid.UUID | None:
+    """RFC 7009: end the login this refresh token belongs to; its user, or None if unknown."""
+    row = (
+        await session.execute(
+            select(TokenFamily.id, TokenFamily.user_id)
+            .join(RefreshToken, RefreshToken.family_id == TokenFamily.id)
+            .where(RefreshToken.token_hash == hash_refresh_token(presented))
         )
-    )
-    if family_id is not None:
-        await revoke_family(session, family_id=family_id, now=now)
+    ).one_or_none()
+    if row is not None:
+        await revoke_family(session, family_id=row.id, now=now)
     await session.commit()
+    return row.user_id if row is not None else None
 
 
 async def revoke_all_families(

@@ -72,8 +72,12 @@ async def authenticate(
     matches, new_hash = await passwords.verify_and_update(
         password, user.password_hash if user else None
     )
-    if user is None or not matches or not user.is_active:
-        raise InvalidCredentials
+    if user is None:
+        raise InvalidCredentials("unknown_email")
+    if not matches:
+        raise InvalidCredentials("wrong_password", user.id)
+    if not user.is_active:
+        raise InvalidCredentials("inactive", user.id)
     if new_hash is not None:
         # The stored hash used weaker parameters than today's; upgrade it now that we know
         # the password.

@@ -1,0 +1,175 @@
+"""Pure ASGI middleware: request ids, the request body limit and security headers.
+
+Pure ASGI rather than Starlette's BaseHTTPMiddleware: it sees each body chunk as it arrives,
+so an oversized body is refused before it is read whole, and it keeps contextvars visible to
+the routes it wraps.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+from dataclasses import dataclass
+
+from fastapi import FastAPI, HTTPException, status
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids a client may choose: short, and nothing that could forge a log line or a header.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+# JSON answers are never rendered by a browser, so they may forbid everything; HTML (the
+# self-hosted /docs) keeps its scripts and only refuses to be framed (clickjacking).
+STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
+HTML_CSP = "frame-ancestors 'none'"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str
+    client: str | None
+
+
+_request_context: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "passgate_request_context", default=None
+)
+
+
+def current_request() -> RequestContext | None:
+    """The id and peer address of the request being served, if any (None in the CLI)."""
+    return _request_context.get()
+
+
+def request_id_from(headers: Headers) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    offered = headers.get(REQUEST_ID_HEADER)
+    if offered is not None and SANE_REQUEST_ID.fullmatch(offered):
+        return offered
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Gives every request an id, echoes it in X-Request-ID, and exposes it to audit events."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        client = scope.get("client")
+        token = _request_context.set(RequestContext(request_id, client[0] if client else None))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _request_context.reset(token)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from receive(): FastAPI passes HTTPExceptions through its body parsing untouched."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"Request body exceeds {max_bytes} bytes"
+        )
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over max_bytes: by Content-Length before reading, else while streaming."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                # Chunked bodies declare no length, and a declared length is only a claim.
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            # Reached only when something read the body outside FastAPI's request parsing,
+            # which turns the exception into the 413 itself.
+            if response_started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"Request body exceeds {self.max_bytes} bytes"},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Headers every response carries; a route's own Cache-Control or CSP is left alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                is_html = headers.get("content-type", "").startswith("text/html")
+                headers.setdefault("Content-Security-Policy", HTML_CSP if is_html else STRICT_CSP)
+                # Answers carry tokens and user data: no browser or proxy may keep a copy.
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_middleware(app: FastAPI, *, max_body_bytes: int) -> None:
+    """Add the three, outermost last: every answer, even a 413, gets an id and the headers."""
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)

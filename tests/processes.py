@@ -1,0 +1,123 @@
+"""Real service processes for tests: `python -m uvicorn app.main:app` on free local ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+# The settings a test gives the service come from here alone, never from the test's own
+# environment or a .env file (the processes run in an empty folder).
+PASSGATE_VARIABLES = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "ENVIRONMENT",
+    "JWT_ALGORITHM",
+    "JWT_PRIVATE_KEY_FILE",
+    "JWT_VERIFY_KEY_FILES",
+    "REDIS_URL",
+    "MIGRATE_ON_START",
+)
+STARTUP_TIMEOUT_SECONDS = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def service_environment(**values: str) -> dict[str, str]:
+    """The environment for a service process: cheap password hashing, then the given settings."""
+    inherited = {k: v for k, v in os.environ.items() if k not in PASSGATE_VARIABLES}
+    return {
+        **inherited,
+        "ENVIRONMENT": "test",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_THREADS": "1",
+        **values,
+    }
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        """Block until /health/ready answers 200; fail with the service's log otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"service at {self.url} exited:\n{self.output()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"service at {self.url} not ready in {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_service(env: dict[str, str], workdir: Path) -> ServiceProcess:
+    port = free_port()
+    log = workdir / f"service-{port}.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return ServiceProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+
+
+@contextlib.contextmanager
+def running_services(
+    count: int, env: dict[str, str], workdir: Path
+) -> Iterator[list[ServiceProcess]]:
+    """`count` service processes started at the same moment, each ready when this yields."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    services: list[ServiceProcess] = []
+    try:
+        for _ in range(count):
+            services.append(start_service(env, workdir))
+        for service in services:
+            service.wait_ready()
+        yield services
+    finally:
+        for service in services:
+            service.stop()
