@@ -11,7 +11,7 @@ WORKERS ?= 1
 FORWARDED_ALLOW_IPS ?=
 PROXY_FLAGS := $(if $(strip $(FORWARDED_ALLOW_IPS)),--proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)',--no-proxy-headers)
 
-.PHONY: run test fuzz lint install clean
+.PHONY: run test fuzz lint install clean bench faults
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -39,6 +39,19 @@ $(BIN)/.installed-fuzz: $(BIN)/.installed
 
 fuzz: $(BIN)/.installed-fuzz
 	$(BIN)/python -m tests.fuzz.run_schemathesis --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
+
+# wrk drives the load; Debian's package is installed when it is missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+bench: $(BIN)/.installed
+	@command -v wrk >/dev/null || { \
+		echo "make bench: wrk is not installed; installing Debian's wrk package with apt-get"; \
+		$(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }; }
+	$(BIN)/python -m tests.bench.run
+
+# kill -9, PostgreSQL outage (with FAULTS_DATABASE_URL) and mixed-load tests; see tests/faults.
+faults: $(BIN)/.installed
+	$(BIN)/python -m tests.faults.run
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check app tests alembic

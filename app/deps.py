@@ -10,9 +10,10 @@ from fastapi.security import OAuth2PasswordBearer
 
 from app.db import SessionDep, utcnow
 from app.errors import bearer_challenge
+from app.lookups import TokenUserLookup
 from app.models import User
 from app.security import AccessTokens, InvalidToken, Passwords
-from app.services import tokens, users
+from app.services import users
 
 # auto_error=False: we answer a missing token ourselves with RFC 6750's challenge. The scheme
 # also tells /docs to offer the password flow against /token in its Authorize dialog.
@@ -36,7 +37,7 @@ AccessTokensDep = Annotated[AccessTokens, Depends(get_access_tokens)]
 
 
 async def get_current_user(
-    session: SessionDep,
+    request: Request,
     access_tokens: AccessTokensDep,
     token: Annotated[str | None, Depends(bearer_scheme)],
 ) -> User:
@@ -47,7 +48,10 @@ async def get_current_user(
         claims = access_tokens.decode(token, now=utcnow())
     except InvalidToken:
         raise bearer_challenge("invalid_token") from None
-    user = await tokens.find_token_user(session, claims=claims)
+    # No session here: the lookup has its own one-round-trip path (app/lookups.py), and
+    # routes that only need the caller then never open a session at all.
+    lookup: TokenUserLookup = request.app.state.token_user_lookup
+    user = await lookup.find(user_id=claims.user_id, family_id=claims.family_id)
     if user is None:
         raise bearer_challenge("invalid_token")
     return user

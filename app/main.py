@@ -28,6 +28,7 @@ from app.db import (
 from app.docs import install_docs
 from app.errors import OAuthError
 from app.keys import KeyConfigError, load_token_keys
+from app.lookups import TokenUserLookup
 from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
 from app.openapi import operation_id
@@ -70,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upgrade_to_head(settings.database_url)
     app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    app.state.token_user_lookup = await TokenUserLookup.open(app.state.engine)
     app.state.passwords = Passwords.from_settings(settings)
     app.state.token_keys = load_token_keys(settings)
     app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
@@ -85,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await cleanup
         app.state.passwords.close()
         await app.state.throttle.close()
+        await app.state.token_user_lookup.close()
         await app.state.engine.dispose()
 
 

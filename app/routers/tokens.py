@@ -120,17 +120,17 @@ async def issue_token(
             user = await users.authenticate(
                 session, passwords=passwords, email=email, password=secret
             )
+            issued = await tokens.start_login(
+                session,
+                user_id=user.id,
+                access_tokens=access_tokens,
+                refresh_ttl=refresh_ttl(request),
+                now=now,
+            )
         except InvalidCredentials as exc:
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
             raise OAuthError("invalid_grant", "Invalid email or password") from None
         await throttle.login_succeeded(account=email, address=address)
-        issued = await tokens.start_login(
-            session,
-            user_id=user.id,
-            access_tokens=access_tokens,
-            refresh_ttl=refresh_ttl(request),
-            now=now,
-        )
         record(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
     elif grant_type == "refresh_token":
         presented = _required(refresh_token, "refresh_token")

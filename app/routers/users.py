@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
 from app.deps import AdminUser, CurrentUser, PasswordsDep, UserByPath
-from app.errors import EmailTaken, SelfLockout, WrongPassword, too_many_attempts
+from app.errors import EmailTaken, SelfLockout, UserNotFound, WrongPassword, too_many_attempts
 from app.models import User
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import ErrorOut, PasswordChange, UserCreate, UserOut, UserPage, UserUpdate
@@ -202,6 +202,8 @@ async def update_user(
             status.HTTP_403_FORBIDDEN,
             "Admins cannot remove their own admin right or deactivate themselves",
         ) from None
+    except UserNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found") from None
     if updated.is_active != was_active:
         event = AuditEvent.USER_REACTIVATED if updated.is_active else AuditEvent.USER_DEACTIVATED
         record(event, user_id=updated.id, actor_id=admin.id)

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
-from app.errors import EmailTaken, InvalidCredentials, SelfLockout, WrongPassword
+from app.errors import EmailTaken, InvalidCredentials, SelfLockout, UserNotFound, WrongPassword
 from app.models import TokenFamily, User
 from app.security import Passwords
 from app.services.tokens import revoke_all_families
@@ -141,11 +142,17 @@ async def update_user(
         user.name = name
     if is_admin is not None:
         user.is_admin = is_admin
-    if is_active is not None:
-        user.is_active = is_active
-        if not is_active:
-            await revoke_all_families(session, user_id=user.id, now=now)
-    await session.commit()
+    try:
+        if is_active is not None:
+            user.is_active = is_active
+            if not is_active:
+                await revoke_all_families(session, user_id=user.id, now=now)
+        await session.commit()
+    except StaleDataError:
+        # The user was deleted between being looked up and being updated (found by the
+        # fault tests' mixed load): the same answer as if it had gone a moment earlier.
+        await session.rollback()
+        raise UserNotFound(user.id) from None
     return user
 
 
