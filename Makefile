@@ -11,7 +11,7 @@ WORKERS ?= 1
 FORWARDED_ALLOW_IPS ?=
 PROXY_FLAGS := $(if $(strip $(FORWARDED_ALLOW_IPS)),--proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)',--no-proxy-headers)
 
-.PHONY: run test lint install clean bench faults
+.PHONY: run test fuzz lint install clean bench faults
 
 # The virtual environment is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -30,6 +30,15 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Property-based API fuzzing with schemathesis against a real server (a CI leg; not in `make test`).
+FUZZ_EXAMPLES ?= 200
+$(BIN)/.installed-fuzz: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,fuzz]'
+	@touch $@
+
+fuzz: $(BIN)/.installed-fuzz
+	$(BIN)/python -m tests.fuzz.run_schemathesis --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
 # wrk drives the load; Debian's package is installed when it is missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

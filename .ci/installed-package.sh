@@ -34,4 +34,7 @@ curl -fsS -X POST "$base/signup" -H 'Content-Type: application/json' \
 curl -fsS -X POST "$base/token" -d grant_type=password -d username=ada@example.com \
   -d password=installed-package-check | grep -q access_token
 test -f "$work/elsewhere/db/secret_key"
+# /docs serves Swagger UI from the installed fastapi-offline package, not from a CDN.
+curl -fsS "$base/docs" | grep -q '/docs/assets/swagger-ui-bundle.js'
+curl -fsS "$base/docs/assets/swagger-ui-bundle.js" >/dev/null
 echo "installed package: migrated on start from $(pwd), signup and login work"

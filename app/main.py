@@ -25,11 +25,13 @@ from app.db import (
     make_sessionmaker,
     utcnow,
 )
+from app.docs import install_docs
 from app.errors import OAuthError
 from app.keys import KeyConfigError, load_token_keys
 from app.lookups import TokenUserLookup
 from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
+from app.openapi import operation_id
 from app.ratelimit import Throttle
 from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
@@ -142,7 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": False},
+        docs_url=None,  # served by app.docs from the service's own files, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.add_exception_handler(OAuthError, _oauth_error)
@@ -165,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(tokens.router)
     app.include_router(health.router)
+    install_docs(app)
     return app
 
 

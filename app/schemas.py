@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictBool,
     StringConstraints,
     field_serializer,
 )
@@ -115,8 +116,9 @@ class UserUpdate(BaseModel):
     )
 
     name: Name | None = None
-    is_active: bool | None = None
-    is_admin: bool | None = None
+    # Strict: lax parsing would read "no", 0 or 0.0 as false, and the document promises booleans.
+    is_active: StrictBool | None = None
+    is_admin: StrictBool | None = None
 
 
 class PasswordChange(BaseModel):

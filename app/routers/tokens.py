@@ -77,13 +77,22 @@ async def issue_token(
     throttle: ThrottleDep,
     address: ClientAddress,
     grant_type: Annotated[
-        str | None, Form(description="`password` or `refresh_token`.", examples=["password"])
+        str | None,
+        Form(
+            description="`password` or `refresh_token`.",
+            examples=["password"],
+            json_schema_extra={"enum": ["password", "refresh_token"]},
+        ),
     ] = None,
-    username: Annotated[str | None, Form(description="Your email, for the password grant.")] = None,
+    username: Annotated[
+        str | None,
+        Form(description="Your email, for the password grant.", examples=["ada@example.com"]),
+    ] = None,
     password: Annotated[
         str | None,
         Form(
             description="Your password, for the password grant.",
+            examples=["analytical-engine-1843"],
             json_schema_extra={"format": "password"},
         ),
     ] = None,
@@ -150,13 +159,19 @@ async def issue_token(
 @router.post(
     "/revoke",
     status_code=status.HTTP_200_OK,
-    responses=TOKEN_ERRORS,
+    responses={400: TOKEN_ERRORS[400]},  # not throttled: no 429
     response_class=Response,
 )
 async def revoke_token(
     session: SessionDep,
     access_tokens: AccessTokensDep,
-    token: Annotated[str | None, Form(description="A refresh token (or an access token).")] = None,
+    token: Annotated[
+        str | None,
+        Form(
+            description="A refresh token (or an access token).",
+            examples=["<refresh token from POST /token>"],
+        ),
+    ] = None,
     token_type_hint: Annotated[str | None, Form(description="Optional; ignored.")] = None,
 ) -> Response:
     """End the login a token belongs to (RFC 7009). Answers 200 whether or not the token was valid."""

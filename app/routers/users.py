@@ -18,7 +18,7 @@ from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import ErrorOut, PasswordChange, UserCreate, UserOut, UserPage, UserUpdate
 from app.services import users
 
-router = APIRouter(tags=["users"])
+router = APIRouter()
 
 AUTHENTICATED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked access token"},
@@ -59,6 +59,9 @@ def decode_cursor(cursor: str) -> uuid.UUID:
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     responses={
+        201: {
+            "headers": {"Location": {"description": "`/users/{id}`", "schema": {"type": "string"}}}
+        },
         409: {"model": ErrorOut, "description": "The email is already registered"},
         **THROTTLED,
     },
@@ -87,7 +90,7 @@ async def signup(
     return user
 
 
-@router.get("/users", response_model=UserPage, responses=AUTHENTICATED)
+@router.get("/users", response_model=UserPage, responses=AUTHENTICATED, tags=["users"])
 async def list_users(
     _: CurrentUser,
     session: SessionDep,
@@ -106,7 +109,7 @@ async def list_users(
     )
 
 
-@router.get("/users/me", response_model=UserOut, responses=AUTHENTICATED)
+@router.get("/users/me", response_model=UserOut, responses=AUTHENTICATED, tags=["accounts"])
 async def read_me(user: CurrentUser) -> User:
     """The account the access token belongs to."""
     return user
@@ -120,6 +123,7 @@ async def read_me(user: CurrentUser) -> User:
         400: {"model": ErrorOut, "description": "The current password is wrong"},
         **THROTTLED,
     },
+    tags=["accounts"],
 )
 async def change_my_password(
     body: PasswordChange,
@@ -152,7 +156,9 @@ async def change_my_password(
     record(AuditEvent.PASSWORD_CHANGED, user_id=user.id)
 
 
-@router.delete("/users/me", status_code=status.HTTP_204_NO_CONTENT, responses=AUTHENTICATED)
+@router.delete(
+    "/users/me", status_code=status.HTTP_204_NO_CONTENT, responses=AUTHENTICATED, tags=["accounts"]
+)
 async def delete_me(user: CurrentUser, session: SessionDep) -> None:
     """Delete your account and every token issued to it."""
     await users.delete_user(session, user_id=user.id)
@@ -163,6 +169,7 @@ async def delete_me(user: CurrentUser, session: SessionDep) -> None:
     "/users/{user_id}",
     response_model=UserOut,
     responses={**AUTHENTICATED, 404: {"model": ErrorOut, "description": "No user has this id"}},
+    tags=["users"],
 )
 async def read_user(_: CurrentUser, user: UserByPath) -> User:
     """One user by id."""
