@@ -53,7 +53,9 @@ class TokenUserLookup:
     """Finds the active user behind a verified access token whose login still stands."""
 
     def __init__(self, engine: AsyncEngine, sqlite: aiosqlite.Connection | None) -> None:
-        self._engine = engine
+        # One statement needs no transaction: without one, asyncpg answers in one round trip
+        # instead of three (BEGIN, the query, ROLLBACK). Same pool, same pre-ping.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sqlite = sqlite
         self._query = token_user_query()
         if sqlite is not None:
