@@ -86,11 +86,16 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
 )
 
-# Pooled SQLite connections are cheap to keep and dear to open (aiosqlite starts a thread for
-# each, then the pragmas above): a pool big enough for bursts keeps overflow connections from
-# being opened and closed at every request, which the profile of `make bench` showed.
-SQLITE_POOL_SIZE = 16
-SQLITE_MAX_OVERFLOW = 16
+# SQLite lets one connection write at a time; the others wait in its busy handler, which
+# sleeps up to 100 ms between tries, so the more connections write at once, the longer the
+# unlucky ones wait: with 16 pooled connections `make bench` saw refresh rotations (W6) at a
+# p99 of 3 s with a p50 of 16 ms, and 2 s for logins; with 2, about 130 ms for both, at the
+# same or better throughput (reads included: one event loop gains nothing from more). Waiting
+# requests queue for a connection in arrival order instead. Two rather than one, so that a
+# write waiting for another process's lock does not hold up every read of this one. The
+# bearer check has its own connection (app/lookups.py), so token checks never queue here.
+SQLITE_POOL_SIZE = 2
+SQLITE_MAX_OVERFLOW = 0
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
