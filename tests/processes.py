@@ -15,30 +15,25 @@ from pathlib import Path
 
 import httpx
 
-# The settings a test gives the service come from here alone, never from the test's own
-# environment or a .env file (the processes run in an empty folder).
-PASSGATE_VARIABLES = (
-    "DATABASE_URL",
-    "SECRET_KEY",
-    "ENVIRONMENT",
-    "JWT_ALGORITHM",
-    "JWT_PRIVATE_KEY_FILE",
-    "JWT_VERIFY_KEY_FILES",
-    "REDIS_URL",
-    "MIGRATE_ON_START",
-)
+from app.config import Settings
+
 STARTUP_TIMEOUT_SECONDS = 60.0
 
 
 def free_port() -> int:
+    """A port nobody listens on right now (the OS picks it; a race is possible but harmless)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 def service_environment(**values: str) -> dict[str, str]:
-    """The environment for a service process: cheap password hashing, then the given settings."""
-    inherited = {k: v for k, v in os.environ.items() if k not in PASSGATE_VARIABLES}
+    """The environment for a service process: cheap password hashing, then the given settings.
+
+    No Passgate setting is inherited from the test's own environment, and the processes run in
+    a folder of their own, so a developer's .env file is not read either.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     return {
         **inherited,
         "ENVIRONMENT": "test",

@@ -215,3 +215,30 @@ async def test_bad_updates_are_422(client, database_url, body):
     )
 
     assert response.status_code == 422
+
+
+async def test_updating_a_user_deleted_meanwhile_is_not_found_rather_than_an_error(client, app):
+    # The race the fault tests' mixed load hit: PATCH looked the user up, then another request
+    # deleted it before the UPDATE. Reproduced step by step at the service layer.
+    from app.db import utcnow
+    from app.errors import UserNotFound
+    from app.services import users
+
+    target = await new_user(client)
+    admin = await new_user(client)
+    async with app.state.sessionmaker() as looking, app.state.sessionmaker() as deleting:
+        stale = await users.get_user(looking, uuid.UUID(target["id"]))
+        acting = await users.get_user(looking, uuid.UUID(admin["id"]))
+        await looking.commit()
+        assert await users.delete_user(deleting, user_id=stale.id)
+
+        with pytest.raises(UserNotFound):
+            await users.update_user(
+                looking,
+                user=stale,
+                acting_admin=acting,
+                name="Too late",
+                is_active=False,
+                is_admin=None,
+                now=utcnow(),
+            )

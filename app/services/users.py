@@ -136,7 +136,8 @@ async def update_user(
     now: dt.datetime,
 ) -> User:
     """Apply an admin's changes; deactivating ends the user's logins at once."""
-    if user.id == acting_admin.id and (is_active is False or is_admin is False):
+    user_id = user.id  # read now: a rollback below expires the instance's attributes
+    if user_id == acting_admin.id and (is_active is False or is_admin is False):
         raise SelfLockout
     if name is not None:
         user.name = name
@@ -146,13 +147,13 @@ async def update_user(
         if is_active is not None:
             user.is_active = is_active
             if not is_active:
-                await revoke_all_families(session, user_id=user.id, now=now)
+                await revoke_all_families(session, user_id=user_id, now=now)
         await session.commit()
     except StaleDataError:
         # The user was deleted between being looked up and being updated (found by the
         # fault tests' mixed load): the same answer as if it had gone a moment earlier.
         await session.rollback()
-        raise UserNotFound(user.id) from None
+        raise UserNotFound(user_id) from None
     return user
 
 
