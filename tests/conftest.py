@@ -14,12 +14,12 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import make_url
 
 from app.config import Settings
 from app.main import create_app
 from app.migrate import upgrade_blocking, upgrade_to_head
+from tests.databases import create_postgres_database, drop_postgres_database
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 DEFAULT_PASSWORD = "correct-horse-battery"
@@ -44,24 +44,6 @@ def test_settings(**overrides: Any) -> Settings:
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test, when imported
 
 
-async def _create_postgres_database(base_url: str, *, template: str | None = None) -> str:
-    name = f"passgate_test_{uuid.uuid4().hex[:12]}"
-    clause = f' TEMPLATE "{template}"' if template else ""
-    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
-    await admin.dispose()
-    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def _drop_postgres_database(base_url: str, url: str) -> None:
-    name = make_url(url).database
-    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One database migrated to head per run; each test gets a copy, which is much cheaper."""
@@ -70,12 +52,12 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         upgrade_blocking(url)
         yield url
         return
-    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
+    url = asyncio.run(create_postgres_database(TEST_DATABASE_URL))
     try:
         upgrade_blocking(url)
         yield url
     finally:
-        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, url))
+        asyncio.run(drop_postgres_database(TEST_DATABASE_URL, url))
 
 
 @pytest.fixture
@@ -84,11 +66,11 @@ async def empty_database_url(tmp_path: Path) -> AsyncIterator[str]:
     if TEST_DATABASE_URL is None:
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
-    url = await _create_postgres_database(TEST_DATABASE_URL)
+    url = await create_postgres_database(TEST_DATABASE_URL)
     try:
         yield url
     finally:
-        await _drop_postgres_database(TEST_DATABASE_URL, url)
+        await drop_postgres_database(TEST_DATABASE_URL, url)
 
 
 @pytest.fixture
@@ -99,13 +81,13 @@ async def database_url(migrated_template: str, tmp_path: Path) -> AsyncIterator[
         shutil.copyfile(make_url(migrated_template).database, path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    url = await _create_postgres_database(
+    url = await create_postgres_database(
         TEST_DATABASE_URL, template=make_url(migrated_template).database
     )
     try:
         yield url
     finally:
-        await _drop_postgres_database(TEST_DATABASE_URL, url)
+        await drop_postgres_database(TEST_DATABASE_URL, url)
 
 
 async def create_schema(app: FastAPI) -> None:

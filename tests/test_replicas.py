@@ -23,13 +23,12 @@ from app.migrate import alembic_config
 from tests.conftest import (
     DEFAULT_PASSWORD,
     TEST_DATABASE_URL,
-    _create_postgres_database,
-    _drop_postgres_database,
     bearer,
     login,
     new_user,
     refresh,
 )
+from tests.databases import create_postgres_database, drop_postgres_database
 from tests.keyfiles import new_private_pem, write
 from tests.processes import ServiceProcess, running_services, service_environment
 
@@ -42,11 +41,11 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 @pytest.fixture(scope="module")
 def replicas_database() -> Iterator[str]:
     assert TEST_DATABASE_URL is not None
-    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
+    url = asyncio.run(create_postgres_database(TEST_DATABASE_URL))
     try:
         yield url
     finally:
-        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, url))
+        asyncio.run(drop_postgres_database(TEST_DATABASE_URL, url))
 
 
 def replica_environment(database_url: str, workdir: Path) -> dict[str, str]:
@@ -209,7 +208,7 @@ def test_three_replicas_starting_together_on_an_empty_database_agree_on_one_sche
 ) -> None:
     # A database of its own: the module's replicas have already migrated theirs.
     assert TEST_DATABASE_URL is not None
-    database_url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
+    database_url = asyncio.run(create_postgres_database(TEST_DATABASE_URL))
     try:
         environment = replica_environment(database_url, tmp_path)
         with running_services(3, environment, tmp_path) as services:
@@ -228,7 +227,7 @@ def test_three_replicas_starting_together_on_an_empty_database_agree_on_one_sche
         head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
         assert _alembic_versions(database_url) == [head]
     finally:
-        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, database_url))
+        asyncio.run(drop_postgres_database(TEST_DATABASE_URL, database_url))
 
 
 def _migrate_after(barrier: Any, database_url: str) -> None:
@@ -241,7 +240,7 @@ def _migrate_after(barrier: Any, database_url: str) -> None:
 def test_migrations_started_at_the_same_instant_take_turns(tmp_path: Path) -> None:
     # Service start-up jitter (imports take seconds) hides most races; this one is deliberate.
     assert TEST_DATABASE_URL is not None
-    database_url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL))
+    database_url = asyncio.run(create_postgres_database(TEST_DATABASE_URL))
     try:
         spawn = multiprocessing.get_context("spawn")
         barrier = spawn.Barrier(3)
@@ -256,7 +255,7 @@ def test_migrations_started_at_the_same_instant_take_turns(tmp_path: Path) -> No
         head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
         assert _alembic_versions(database_url) == [head]
     finally:
-        asyncio.run(_drop_postgres_database(TEST_DATABASE_URL, database_url))
+        asyncio.run(drop_postgres_database(TEST_DATABASE_URL, database_url))
 
 
 THROTTLE_LIMIT = 3

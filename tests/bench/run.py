@@ -37,20 +37,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import insert
 
 from app.config import Settings
 from app.db import make_engine, utcnow
 from app.models import User, uuid7
 from app.security import Passwords
+from tests.databases import create_postgres_database, drop_postgres_database
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -241,23 +240,6 @@ def run_wrk_under_storm(
 # --- the database ---------------------------------------------------------------------------
 
 
-async def create_postgres_database(server_url: str) -> str:
-    name = f"passgate_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_postgres_database(server_url: str, url: str) -> None:
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        name = make_url(url).database
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()
-
-
 async def seed_users(database_url: str, count: int, password_hash: str) -> None:
     """Insert users straight into the table, all with one precomputed hash: seconds, not hours."""
     engine = make_engine(database_url)
@@ -388,7 +370,7 @@ def bench_database() -> Iterator[tuple[str, str]]:
     """(URL, backend name): a fresh database, removed afterwards."""
     server_url = os.environ.get("BENCH_DATABASE_URL")
     if server_url:
-        url = asyncio.run(create_postgres_database(server_url))
+        url = asyncio.run(create_postgres_database(server_url, prefix="passgate_bench"))
         try:
             yield url, "postgresql"
         finally:

@@ -21,13 +21,11 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.databases import create_postgres_database, drop_postgres_database
 from tests.faults.crash import run_crash_rounds
 from tests.faults.mix import run_mix
 from tests.faults.outage import require_loopback, run_outage
@@ -89,27 +87,10 @@ def mix_test(
     return [*report.server_errors[:20], *report.transport_errors[:20]]
 
 
-async def _create_database(server_url: str) -> str:
-    name = f"passgate_faults_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def _drop_database(server_url: str, url: str) -> None:
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        name = make_url(url).database
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()
-
-
 def outage_test(folder: Path, secret: str, server_url: str, workers: int) -> list[str]:
     print("== PostgreSQL stopped and started under the running service", flush=True)
     require_loopback(server_url)
-    url = asyncio.run(_create_database(server_url))
+    url = asyncio.run(create_postgres_database(server_url, prefix="passgate_faults"))
     service = ServiceProcess(service_env(url, secret), folder / "outage.log", workers)
     service.start()
     try:
@@ -128,7 +109,7 @@ def outage_test(folder: Path, secret: str, server_url: str, workers: int) -> lis
         report = run_outage(service.url, login.json()["access_token"])
     finally:
         service.stop()
-        asyncio.run(_drop_database(server_url, url))
+        asyncio.run(drop_postgres_database(server_url, url))
     ready = report.ready_503_after
     recovered = report.recovered_after
     print(
