@@ -30,15 +30,13 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from app.db import make_engine, utcnow
 from app.models import User, uuid7
 from app.security import Passwords
 from tests.databases import create_postgres_database, drop_postgres_database
+from tests.faults.service import ServiceProcess
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -85,12 +84,6 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def uvicorn_flags() -> list[str]:
     """The settings every app is served with; the loop and parser are named, not left to luck."""
     loop = "uvloop" if importable("uvloop") else "asyncio"
@@ -110,58 +103,6 @@ def importable(module: str) -> bool:
     except ImportError:
         return False
     return True
-
-
-@dataclass
-class Server:
-    name: str
-    app: str
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, log_dir: Path) -> None:
-        command = [
-            sys.executable, "-m", "uvicorn", self.app,
-            "--host", "127.0.0.1", "--port", str(self.port), *uvicorn_flags(),
-        ]  # fmt: skip
-        output = open(log_dir / f"{self.name}.log", "wb")  # kept open for the process
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env={**os.environ, **self.env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with its workers
-        )
-
-    def wait_ready(self, path: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + path, timeout=2).status_code < 500:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start within {timeout} s")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 @dataclass
@@ -431,19 +372,21 @@ def main() -> int:
             "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
             "MIGRATE_ON_START": "true",
         }
+        apps = {
+            "hello": ("tests.bench.hello:app", {}),
+            "hello_auth": ("tests.bench.hello_auth:app", {"BENCH_SECRET_KEY": secret}),
+            "service": ("app.main:app", service_env),
+        }
         servers = {
-            "hello": Server("hello", "tests.bench.hello:app", {}),
-            "hello_auth": Server(
-                "hello_auth", "tests.bench.hello_auth:app", {"BENCH_SECRET_KEY": secret}
-            ),
-            "service": Server("service", "app.main:app", service_env),
+            name: ServiceProcess(env, log_dir / f"{name}.log", app=app, flags=uvicorn_flags())
+            for name, (app, env) in apps.items()
         }
         try:
             for server in servers.values():
-                server.start(log_dir)
-            servers["service"].wait_ready("/health/ready")
-            servers["hello"].wait_ready("/users/me")
-            servers["hello_auth"].wait_ready("/users/me")
+                server.start()
+            servers["service"].wait_ready()
+            servers["hello"].wait_ready(path="/users/me")
+            servers["hello_auth"].wait_ready(path="/users/me")
             results = bench(servers, database_url, backend, info)
         finally:
             for server in servers.values():
@@ -456,7 +399,7 @@ def main() -> int:
 
 
 def bench(
-    servers: dict[str, Server], database_url: str, backend: str, info: dict[str, Any]
+    servers: dict[str, ServiceProcess], database_url: str, backend: str, info: dict[str, Any]
 ) -> dict[str, Any]:
     service = servers["service"].url
     client = httpx.Client(base_url=service, timeout=30)

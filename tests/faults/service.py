@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -23,12 +24,6 @@ CHEAP_HASHING = {
     "PASSWORD_HASH_PARALLELISM": "1",
 }
 UNLIMITED_RATE = "1000000000/second"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def service_env(database_url: str, secret_key: str) -> dict[str, str]:
@@ -45,12 +40,27 @@ def service_env(database_url: str, secret_key: str) -> dict[str, str]:
 
 
 class ServiceProcess:
-    """uvicorn serving app.main:app on a loopback port that stays the same across restarts."""
+    """uvicorn serving an app on a loopback port that stays the same across restarts.
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+    The fault tests run the service (app.main:app); the benchmark also runs its reference
+    apps this way, with its own uvicorn flags.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 1,
+        *,
+        app: str = "app.main:app",
+        flags: list[str] | None = None,
+    ) -> None:
         self.env = env
         self.log_path = log_path
-        self.workers = workers
+        self.app = app
+        self.flags = flags or [
+            "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -60,9 +70,8 @@ class ServiceProcess:
 
     def start(self) -> None:
         command = [
-            sys.executable, "-m", "uvicorn", "app.main:app",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
+            sys.executable, "-m", "uvicorn", self.app,
+            "--host", "127.0.0.1", "--port", str(self.port), *self.flags,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -74,17 +83,18 @@ class ServiceProcess:
                 start_new_session=True,  # one process group: kill -9 takes the workers too
             )
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0, *, path: str = "/health/ready") -> None:
+        """Until `path` answers without a server error (/health/ready: 200, not 503)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}")
+                raise RuntimeError(f"{self.app} exited with {self.process.returncode}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code < 500:
                     return
             time.sleep(0.1)
-        raise RuntimeError(f"the service was not ready within {timeout} s")
+        raise RuntimeError(f"{self.app} was not ready within {timeout} s")
 
     def kill(self) -> None:
         """SIGKILL to every process of the service: no shutdown code runs."""
