@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pydantic import TypeAdapter, ValidationError
 
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine
 from app.keys import DEFAULT_RSA_BITS, MIN_RSA_BITS, generate_private_key_pem
 from app.migrate import upgrade_to_head
 from app.schemas import Email, Name, NewPassword
 from app.security import Passwords
 from app.services import users
+from app.transactions import Transactions
 
 
 class CommandError(Exception):
@@ -59,19 +60,19 @@ async def create_admin(
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
     engine = make_engine(settings.database_url)
+    db = Transactions(engine)
     passwords = Passwords.from_settings(settings)
     try:
-        async with make_sessionmaker(engine)() as session:
-            existing = await users.get_user_by_email(session, email)
-            await session.commit()
-            password = None
-            if existing is None:
-                password = _validated(TypeAdapter(NewPassword), read_password(), "password")
-            user, created = await users.ensure_admin(
-                session, passwords=passwords, email=email, name=name, password=password
-            )
+        existing = await users.get_user_by_email(db, email)
+        password = None
+        if existing is None:
+            password = _validated(TypeAdapter(NewPassword), read_password(), "password")
+        user, created = await users.ensure_admin(
+            db, passwords=passwords, email=email, name=name, password=password
+        )
     finally:
         passwords.close()
+        await db.close()
         await engine.dispose()
     verb = "created admin" if created else "made admin"
     return f"{verb} {user.email} ({user.id})"

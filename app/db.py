@@ -27,6 +27,10 @@ from app.config import Settings
 # Seconds the client waits beyond the server's statement timeout before abandoning a query.
 COMMAND_TIMEOUT_MARGIN_SECONDS = 5.0
 
+# Statement parameters never appear in exception messages or logs: they hold password hashes,
+# refresh-token hashes and emails, and a database error's text can end up in a log line.
+HIDE_PARAMETERS = True
+
 # Seconds a SQLite writer waits for the lock before giving up with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -98,7 +102,7 @@ SQLITE_POOL_SIZE = 2
 SQLITE_MAX_OVERFLOW = 0
 
 
-def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+def configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
@@ -158,15 +162,17 @@ def make_engine(database_url: str, pool: PoolSettings | None = None) -> AsyncEng
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             url,
+            hide_parameters=HIDE_PARAMETERS,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_MAX_OVERFLOW,
         )
-        event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+        event.listen(engine.sync_engine, "connect", configure_sqlite_connection)
         return engine
     pool = pool or PoolSettings()
     return create_async_engine(
         url,
+        hide_parameters=HIDE_PARAMETERS,
         # A connection checked out after the server restarted is tested and replaced, so the
         # first requests after a database restart succeed instead of failing on a dead socket.
         pool_pre_ping=True,

@@ -14,6 +14,7 @@ from app.lookups import TokenUserLookup
 from app.models import User
 from app.security import AccessTokens, InvalidToken, Passwords
 from app.services import users
+from app.transactions import Transactions
 
 # auto_error=False: we answer a missing token ourselves with RFC 6750's challenge. The scheme
 # also tells /docs to offer the password flow against /token in its Authorize dialog.
@@ -32,8 +33,13 @@ async def get_access_tokens(request: Request) -> AccessTokens:
     return request.app.state.access_tokens
 
 
+async def get_transactions(request: Request) -> Transactions:
+    return request.app.state.transactions
+
+
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
 AccessTokensDep = Annotated[AccessTokens, Depends(get_access_tokens)]
+TransactionsDep = Annotated[Transactions, Depends(get_transactions)]
 
 
 async def get_current_user(

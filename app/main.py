@@ -37,6 +37,7 @@ from app.routers import health, tokens, users
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, Passwords
 from app.services.tokens import purge_expired
+from app.transactions import Transactions
 
 logger = logging.getLogger("passgate")
 
@@ -71,7 +72,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upgrade_to_head(settings.database_url)
     app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
-    app.state.token_user_lookup = await TokenUserLookup.open(app.state.engine)
+    app.state.transactions = Transactions(app.state.engine)
+    app.state.token_user_lookup = TokenUserLookup(app.state.transactions)
     app.state.passwords = Passwords.from_settings(settings)
     app.state.token_keys = load_token_keys(settings)
     app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
@@ -87,7 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await cleanup
         app.state.passwords.close()
         await app.state.throttle.close()
-        await app.state.token_user_lookup.close()
+        await app.state.transactions.close()
         await app.state.engine.dispose()
 
 

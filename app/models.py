@@ -6,9 +6,11 @@ import datetime as dt
 import os
 import time
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, make_transient_to_detached, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
 
@@ -42,6 +44,21 @@ class User(Base):
     token_families: Mapped[list[TokenFamily]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
     )
+
+
+# Every column of a user, in table order: what queries outside the ORM select.
+USER_COLUMNS = tuple(User.__table__.columns)
+
+
+def user_from_row(values: Sequence[Any]) -> User:
+    """A User built from a row of USER_COLUMNS, as if loaded by a session and then detached.
+
+    Detached rather than new: a session it is later added to updates this row, never inserts
+    a second one.
+    """
+    user = User(**{column.key: value for column, value in zip(USER_COLUMNS, values, strict=True)})
+    make_transient_to_detached(user)
+    return user
 
 
 class TokenFamily(Base):

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.schemas import ErrorOut, OAuthErrorOut, ValidationErrorOut
+from app.schemas import ErrorOut, OAuthErrorOut, RevokeRequest, TokenRequest, ValidationErrorOut
 
 Document = dict[str, Any]
 Operation = dict[str, Any]
@@ -84,7 +84,8 @@ def install_openapi(app: FastAPI) -> None:
 def complete_document(document: Document) -> Document:
     """Add the responses shared code produces, with the bodies it really sends."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorOut, OAuthErrorOut, ValidationErrorOut):
+    # The token endpoints' forms are read by app.forms, not FastAPI: their models come from here.
+    for model in (ErrorOut, OAuthErrorOut, ValidationErrorOut, TokenRequest, RevokeRequest):
         _add_schema(schemas, model)
     for method, path, operation in _operations(document):
         responses: dict[str, Any] = operation["responses"]

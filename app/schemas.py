@@ -164,6 +164,42 @@ class UserPage(BaseModel):
     )
 
 
+class TokenRequest(BaseModel):
+    """The form of POST /token (RFC 6749 §4.3.2 and §6), for the OpenAPI document.
+
+    app.forms reads the body; this model only describes it.
+    """
+
+    grant_type: str | None = Field(
+        None,
+        description="`password` or `refresh_token`.",
+        examples=["password"],
+        json_schema_extra={"enum": ["password", "refresh_token"]},
+    )
+    username: str | None = Field(
+        None, description="Your email, for the password grant.", examples=["ada@example.com"]
+    )
+    password: str | None = Field(
+        None,
+        description="Your password, for the password grant.",
+        examples=["analytical-engine-1843"],
+        json_schema_extra={"format": "password"},
+    )
+    refresh_token: str | None = Field(None, description="For the refresh_token grant.")
+    scope: str | None = Field(None, description="Ignored: tokens carry no scopes.")
+
+
+class RevokeRequest(BaseModel):
+    """The form of POST /revoke (RFC 7009 §2.1), for the OpenAPI document."""
+
+    token: str | None = Field(
+        None,
+        description="A refresh token (or an access token).",
+        examples=["<refresh token from POST /token>"],
+    )
+    token_type_hint: str | None = Field(None, description="Optional; ignored.")
+
+
 class TokenResponse(BaseModel):
     """RFC 6749 §5.1 successful token response."""
 

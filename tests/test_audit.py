@@ -39,14 +39,13 @@ def audit_lines(capsys: pytest.CaptureFixture[str]) -> tuple[str, list[dict[str,
 
 async def make_admin(app: FastAPI, email: str) -> None:
     # The API cannot make an admin: that is the command line's job (`create-admin`).
-    async with app.state.sessionmaker() as session:
-        await users.ensure_admin(
-            session,
-            passwords=app.state.passwords,
-            email=email,
-            name=None,
-            password=DEFAULT_PASSWORD,
-        )
+    await users.ensure_admin(
+        app.state.transactions,
+        passwords=app.state.passwords,
+        email=email,
+        name=None,
+        password=DEFAULT_PASSWORD,
+    )
 
 
 async def test_a_whole_session_is_audited_without_secrets(client, capsys):

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Form, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
-from app.deps import AccessTokensDep, CurrentUser, PasswordsDep
+from app.deps import AccessTokensDep, CurrentUser, PasswordsDep, TransactionsDep
 from app.errors import (
     InvalidCredentials,
     InvalidRefreshToken,
     OAuthError,
     oauth_too_many_attempts,
 )
+from app.forms import form_request_body, read_form
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
-from app.schemas import ErrorOut, JwkSetOut, OAuthErrorOut, TokenResponse, reject_unstorable
+from app.schemas import (
+    ErrorOut,
+    JwkSetOut,
+    OAuthErrorOut,
+    RevokeRequest,
+    TokenRequest,
+    TokenResponse,
+    reject_unstorable,
+)
 from app.security import InvalidToken
 from app.services import tokens, users
 
@@ -47,9 +56,10 @@ def refresh_ttl(request: Request) -> dt.timedelta:
     return dt.timedelta(seconds=request.app.state.settings.refresh_token_ttl_seconds)
 
 
-def _required(value: str | None, name: str) -> str:
+def _required(form: dict[str, str], name: str) -> str:
     """A present, sane form field, or RFC 6749's invalid_request."""
-    if not value:
+    value = form.get(name)
+    if value is None:
         raise OAuthError("invalid_request", f"The {name} parameter is required")
     if len(value) > MAX_FIELD_LENGTH:
         raise OAuthError("invalid_request", f"The {name} parameter is too long")
@@ -66,47 +76,27 @@ def _required(value: str | None, name: str) -> str:
     "/token",
     response_model=TokenResponse,
     responses=TOKEN_ERRORS,
-    openapi_extra={"security": []},
+    openapi_extra={"security": [], "requestBody": form_request_body(TokenRequest)},
 )
 async def issue_token(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: TransactionsDep,
     passwords: PasswordsDep,
     access_tokens: AccessTokensDep,
     throttle: ThrottleDep,
     address: ClientAddress,
-    grant_type: Annotated[
-        str | None,
-        Form(
-            description="`password` or `refresh_token`.",
-            examples=["password"],
-            json_schema_extra={"enum": ["password", "refresh_token"]},
-        ),
-    ] = None,
-    username: Annotated[
-        str | None,
-        Form(description="Your email, for the password grant.", examples=["ada@example.com"]),
-    ] = None,
-    password: Annotated[
-        str | None,
-        Form(
-            description="Your password, for the password grant.",
-            examples=["analytical-engine-1843"],
-            json_schema_extra={"format": "password"},
-        ),
-    ] = None,
-    refresh_token: Annotated[str | None, Form(description="For the refresh_token grant.")] = None,
-    scope: Annotated[str | None, Form(description="Ignored: tokens carry no scopes.")] = None,
 ) -> TokenResponse:
     """Log in with email and password, or renew tokens with a refresh token (RFC 6749)."""
     now = utcnow()
     response.headers.update(NO_STORE)
+    form = await read_form(request, TokenRequest.model_fields)
+    grant_type = form.get("grant_type")
     if not grant_type:
         raise OAuthError("invalid_request", "The grant_type parameter is required")
     if grant_type == "password":
-        email = _required(username, "username")
-        secret = _required(password, "password")
+        email = _required(form, "username")
+        secret = _required(form, "password")
         # Counted before any hash is computed: a throttled guess costs a counter update.
         try:
             await throttle.start_login(account=email, address=address)
@@ -117,12 +107,12 @@ async def issue_token(
             record(AuditEvent.LOGIN_FAILED, reason="password_too_long")
             raise OAuthError("invalid_grant", "Invalid email or password")
         try:
-            user = await users.authenticate(
-                session, passwords=passwords, email=email, password=secret
+            user_id = await users.authenticate(
+                db, passwords=passwords, email=email, password=secret
             )
             issued = await tokens.start_login(
-                session,
-                user_id=user.id,
+                db,
+                user_id=user_id,
                 access_tokens=access_tokens,
                 refresh_ttl=refresh_ttl(request),
                 now=now,
@@ -131,12 +121,12 @@ async def issue_token(
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
             raise OAuthError("invalid_grant", "Invalid email or password") from None
         await throttle.login_succeeded(account=email, address=address)
-        record(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
+        record(AuditEvent.LOGIN_SUCCEEDED, user_id=user_id)
     elif grant_type == "refresh_token":
-        presented = _required(refresh_token, "refresh_token")
+        presented = _required(form, "refresh_token")
         try:
             issued = await tokens.rotate_refresh_token(
-                session,
+                db,
                 presented=presented,
                 access_tokens=access_tokens,
                 refresh_ttl=refresh_ttl(request),
@@ -161,21 +151,13 @@ async def issue_token(
     status_code=status.HTTP_200_OK,
     responses={400: TOKEN_ERRORS[400]},  # not throttled: no 429
     response_class=Response,
+    openapi_extra={"requestBody": form_request_body(RevokeRequest)},
 )
 async def revoke_token(
-    session: SessionDep,
-    access_tokens: AccessTokensDep,
-    token: Annotated[
-        str | None,
-        Form(
-            description="A refresh token (or an access token).",
-            examples=["<refresh token from POST /token>"],
-        ),
-    ] = None,
-    token_type_hint: Annotated[str | None, Form(description="Optional; ignored.")] = None,
+    request: Request, session: SessionDep, access_tokens: AccessTokensDep
 ) -> Response:
     """End the login a token belongs to (RFC 7009). Answers 200 whether or not the token was valid."""
-    presented = _required(token, "token")
+    presented = _required(await read_form(request, RevokeRequest.model_fields), "token")
     now = utcnow()
     try:
         claims = access_tokens.decode(presented, now=now)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
-from app.deps import AdminUser, CurrentUser, PasswordsDep, UserByPath
+from app.deps import AdminUser, CurrentUser, PasswordsDep, TransactionsDep, UserByPath
 from app.errors import EmailTaken, SelfLockout, UserNotFound, WrongPassword, too_many_attempts
 from app.models import User
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
@@ -69,7 +69,7 @@ def decode_cursor(cursor: str) -> uuid.UUID:
 )
 async def signup(
     body: UserCreate,
-    session: SessionDep,
+    db: TransactionsDep,
     passwords: PasswordsDep,
     response: Response,
     throttle: ThrottleDep,
@@ -82,7 +82,7 @@ async def signup(
         record(AuditEvent.THROTTLED, reason=exc.key)
         raise too_many_attempts(exc.retry_after) from None
     try:
-        user = await users.create_user(session, passwords=passwords, **body.model_dump())
+        user = await users.create_user(db, passwords=passwords, **body.model_dump())
     except EmailTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, "Email already registered") from None
     record(AuditEvent.SIGNUP, user_id=user.id)

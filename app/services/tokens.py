@@ -6,13 +6,14 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidCredentials, InvalidRefreshToken
 from app.models import RefreshToken, TokenFamily, User
 from app.security import AccessTokens, hash_refresh_token, new_refresh_token
+from app.transactions import Prepared, Statements, Transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,46 @@ class IssuedTokens:
     family_id: uuid.UUID
 
 
+INSERT_FAMILY = Prepared.insert(TokenFamily.__table__)
+INSERT_REFRESH_TOKEN = Prepared.insert(RefreshToken.__table__)
+
+# Everything a rotation decides on, found by the presented token's hash.
+REFRESH_TOKEN_STATE = Prepared(
+    select(
+        RefreshToken.id,
+        RefreshToken.family_id,
+        RefreshToken.expires_at,
+        RefreshToken.used_at,
+        TokenFamily.revoked_at,
+        TokenFamily.user_id,
+        User.is_active,
+    )
+    .join(TokenFamily, RefreshToken.family_id == TokenFamily.id)
+    .join(User, TokenFamily.user_id == User.id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
+)
+SPEND_REFRESH_TOKEN = Prepared(
+    update(RefreshToken)
+    .where(RefreshToken.id == bindparam("token_id"), RefreshToken.used_at.is_(None))
+    .values(used_at=bindparam("now"))
+)
+EXTEND_FAMILY = Prepared(
+    update(TokenFamily)
+    .where(TokenFamily.id == bindparam("family_id"))
+    .values(expires_at=bindparam("new_expiry"))
+)
+REVOKE_FAMILY_STATEMENT = (
+    update(TokenFamily)
+    .where(TokenFamily.id == bindparam("family_id"), TokenFamily.revoked_at.is_(None))
+    .values(revoked_at=bindparam("now"))
+)
+REVOKE_FAMILY = Prepared(REVOKE_FAMILY_STATEMENT)
+
+REUSED = "Refresh token has already been used; the login has been revoked"
+
+
 async def start_login(
-    session: AsyncSession,
+    db: Transactions,
     *,
     user_id: uuid.UUID,
     access_tokens: AccessTokens,
@@ -33,44 +72,73 @@ async def start_login(
     now: dt.datetime,
 ) -> IssuedTokens:
     """Open a new token family for a successful password grant and issue its first pair."""
-    family = TokenFamily(
-        id=uuid.uuid4(), user_id=user_id, created_at=now, expires_at=now + refresh_ttl
-    )
-    session.add(family)
-    issued = _issue_pair(session, family=family, access_tokens=access_tokens, now=now)
+    family_id = uuid.uuid4()
+    expires_at = now + refresh_ttl
+    refresh_token = new_refresh_token()
+    family = {
+        "id": family_id,
+        "user_id": user_id,
+        "created_at": now,
+        "expires_at": expires_at,
+        "revoked_at": None,
+    }
+    first_token = _refresh_token_row(refresh_token, family_id, now=now, expires_at=expires_at)
+
+    def insert_login(statements: Statements) -> None:
+        statements.execute(INSERT_FAMILY, family)
+        statements.execute(INSERT_REFRESH_TOKEN, first_token)
+
     try:
-        await session.commit()
+        await db.write(insert_login)
     except IntegrityError:
         # The account was deleted while its password was being checked (no connection is
         # held across the hash): to the client, an unknown email. Found by the fault tests.
-        await session.rollback()
         raise InvalidCredentials("unknown_email", user_id) from None
-    return issued
+    return _issued(access_tokens, refresh_token, user_id=user_id, family_id=family_id, now=now)
 
 
-def _issue_pair(
-    session: AsyncSession, *, family: TokenFamily, access_tokens: AccessTokens, now: dt.datetime
+def _refresh_token_row(
+    refresh_token: str, family_id: uuid.UUID, *, now: dt.datetime, expires_at: dt.datetime
+) -> dict[str, object]:
+    return {
+        "id": uuid.uuid4(),
+        "family_id": family_id,
+        "token_hash": hash_refresh_token(refresh_token),
+        "created_at": now,
+        "expires_at": expires_at,
+        "used_at": None,
+    }
+
+
+def _issued(
+    access_tokens: AccessTokens,
+    refresh_token: str,
+    *,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    now: dt.datetime,
 ) -> IssuedTokens:
-    refresh_token = new_refresh_token()
-    session.add(
-        RefreshToken(
-            family_id=family.id,
-            token_hash=hash_refresh_token(refresh_token),
-            created_at=now,
-            expires_at=family.expires_at,
-        )
-    )
     return IssuedTokens(
-        access_token=access_tokens.issue(user_id=family.user_id, family_id=family.id, now=now),
+        access_token=access_tokens.issue(user_id=user_id, family_id=family_id, now=now),
         expires_in=access_tokens.ttl_seconds,
         refresh_token=refresh_token,
-        user_id=family.user_id,
-        family_id=family.id,
+        user_id=user_id,
+        family_id=family_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rotation:
+    """What a rotation's transaction decided: a renewed login, or why not."""
+
+    user_id: uuid.UUID | None = None
+    family_id: uuid.UUID | None = None
+    refused: str | None = None
+    reused: bool = False
 
 
 async def rotate_refresh_token(
-    session: AsyncSession,
+    db: Transactions,
     *,
     presented: str,
     access_tokens: AccessTokens,
@@ -78,77 +146,53 @@ async def rotate_refresh_token(
     now: dt.datetime,
 ) -> IssuedTokens:
     """Spend a refresh token for a new pair. A token presented twice revokes its whole family."""
-    row = (
-        await session.execute(
-            select(
-                RefreshToken.id,
-                RefreshToken.family_id,
-                RefreshToken.expires_at,
-                RefreshToken.used_at,
-                TokenFamily.revoked_at,
-                TokenFamily.user_id,
-                User.is_active,
-            )
-            .join(TokenFamily, RefreshToken.family_id == TokenFamily.id)
-            .join(User, TokenFamily.user_id == User.id)
-            .where(RefreshToken.token_hash == hash_refresh_token(presented))
-        )
-    ).one_or_none()
-    if row is None:
-        await session.commit()
-        raise InvalidRefreshToken("Refresh token is invalid")
-    if row.revoked_at is not None:
-        await session.commit()
-        raise InvalidRefreshToken("Refresh token has been revoked")
-    if row.used_at is not None:
-        await _revoke_for_reuse(session, family_id=row.family_id, user_id=row.user_id, now=now)
-    if row.expires_at <= now:
-        await session.commit()
-        raise InvalidRefreshToken("Refresh token has expired")
-    if not row.is_active:
-        await session.commit()
-        raise InvalidRefreshToken("Account is disabled")
-
-    # The conditional UPDATE is the single point of truth: of any number of concurrent
-    # requests with this token, exactly one sees a row change, on SQLite and PostgreSQL alike.
-    spent = await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
-        .values(used_at=now)
-    )
-    if spent.rowcount != 1:
-        await session.rollback()
-        # Another request spent it a moment ago: to us that is the same token presented twice.
-        await _revoke_for_reuse(session, family_id=row.family_id, user_id=row.user_id, now=now)
-
+    token_hash = hash_refresh_token(presented)
+    new_token = new_refresh_token()
     new_expiry = now + refresh_ttl
-    await session.execute(
-        update(TokenFamily).where(TokenFamily.id == row.family_id).values(expires_at=new_expiry)
-    )
-    family = TokenFamily(id=row.family_id, user_id=row.user_id, expires_at=new_expiry)
-    issued = _issue_pair(session, family=family, access_tokens=access_tokens, now=now)
-    await session.commit()
-    return issued
 
+    def rotate(statements: Statements) -> _Rotation:
+        row = statements.execute(REFRESH_TOKEN_STATE, {"token_hash": token_hash}).one_or_none()
+        if row is None:
+            return _Rotation(refused="Refresh token is invalid")
+        if row.revoked_at is not None:
+            return _Rotation(refused="Refresh token has been revoked")
+        # The conditional UPDATE is the single point of truth: of any number of concurrent
+        # requests with this token, exactly one sees a row change, on SQLite and PostgreSQL
+        # alike. Losers, like a token spent earlier, count as the token presented twice.
+        if row.used_at is None and row.expires_at > now and row.is_active:
+            spent = statements.execute(SPEND_REFRESH_TOKEN, {"token_id": row.id, "now": now})
+            if spent.rowcount == 1:
+                statements.execute(
+                    EXTEND_FAMILY, {"family_id": row.family_id, "new_expiry": new_expiry}
+                )
+                statements.execute(
+                    INSERT_REFRESH_TOKEN,
+                    _refresh_token_row(new_token, row.family_id, now=now, expires_at=new_expiry),
+                )
+                return _Rotation(user_id=row.user_id, family_id=row.family_id)
+        elif row.used_at is None:
+            if row.expires_at <= now:
+                return _Rotation(refused="Refresh token has expired")
+            return _Rotation(refused="Account is disabled")
+        # RFC 9700 §4.14.2: a spent refresh token presented again means one of its two
+        # holders is an attacker, and we cannot tell which, so every token of that login
+        # dies. Committed with this transaction, before the refusal is answered.
+        statements.execute(REVOKE_FAMILY, {"family_id": row.family_id, "now": now})
+        return _Rotation(user_id=row.user_id, refused=REUSED, reused=True)
 
-async def _revoke_for_reuse(
-    session: AsyncSession, *, family_id: uuid.UUID, user_id: uuid.UUID, now: dt.datetime
-) -> None:
-    # RFC 9700 §4.14.2: a spent refresh token presented again means one of its two holders
-    # is an attacker, and we cannot tell which, so every token of that login dies.
-    await revoke_family(session, family_id=family_id, now=now)
-    await session.commit()
-    raise InvalidRefreshToken(
-        "Refresh token has already been used; the login has been revoked", reused_by=user_id
+    outcome = await db.write(rotate)
+    if outcome.refused is not None:
+        raise InvalidRefreshToken(
+            outcome.refused, reused_by=outcome.user_id if outcome.reused else None
+        )
+    assert outcome.user_id is not None and outcome.family_id is not None
+    return _issued(
+        access_tokens, new_token, user_id=outcome.user_id, family_id=outcome.family_id, now=now
     )
 
 
 async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID, now: dt.datetime) -> None:
-    await session.execute(
-        update(TokenFamily)
-        .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    await session.execute(REVOKE_FAMILY_STATEMENT, {"family_id": family_id, "now": now})
 
 
 async def revoke_refresh_token(

@@ -1,20 +1,33 @@
-"""Accounts: creation, password login, listing, changes and deletion."""
+"""Accounts: creation, password login, listing, changes and deletion.
+
+Signup and login run as units of work in `app/transactions.py` (one trip to the database
+each); the rarer changes below use the request's session.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from app.db import utcnow
 from app.errors import EmailTaken, InvalidCredentials, SelfLockout, UserNotFound, WrongPassword
-from app.models import TokenFamily, User
+from app.models import USER_COLUMNS, TokenFamily, User, user_from_row, uuid7
 from app.security import Passwords
 from app.services.tokens import revoke_all_families
+from app.transactions import Prepared, Statements, Transactions
+
+USER_BY_EMAIL = Prepared(select(*USER_COLUMNS).where(User.email_normalized == bindparam("email")))
+INSERT_USER = Prepared.insert(User.__table__)
+STORE_PASSWORD_HASH = Prepared(
+    update(User).where(User.id == bindparam("user_id")).values(password_hash=bindparam("new_hash"))
+)
 
 
 def normalize_email(email: str) -> str:
@@ -23,7 +36,7 @@ def normalize_email(email: str) -> str:
 
 
 async def create_user(
-    session: AsyncSession,
+    db: Transactions,
     *,
     passwords: Passwords,
     name: str,
@@ -34,58 +47,72 @@ async def create_user(
     """Create an account; EmailTaken when the address is registered in any letter case."""
     # Hash before touching the database: no connection is held during the slow part.
     password_hash = await passwords.hash(password)
-    user = User(
-        name=name,
-        email=email,
-        email_normalized=normalize_email(email),
-        password_hash=password_hash,
-        is_admin=is_admin,
-    )
-    session.add(user)
+    values = {
+        "id": uuid7(),
+        "name": name,
+        "email": email,
+        "email_normalized": normalize_email(email),
+        "password_hash": password_hash,
+        "is_active": True,
+        "is_admin": is_admin,
+        "created_at": utcnow(),
+    }
+
+    def insert_user(statements: Statements) -> None:
+        statements.execute(INSERT_USER, values)
+
     try:
-        await session.commit()
+        await db.write(insert_user)
     except IntegrityError:
         # The unique index decides races between concurrent signups of one address.
-        await session.rollback()
         raise EmailTaken(email) from None
-    return user
+    return User(**values)
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
-async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    return await session.scalar(select(User).where(User.email_normalized == normalize_email(email)))
+async def get_user_by_email(db: Transactions, email: str) -> User | None:
+    row = await db.read(_user_by_email(normalize_email(email)))
+    return None if row is None else user_from_row(row)
+
+
+def _user_by_email(email_normalized: str) -> Callable[[Statements], Any | None]:
+    def find(statements: Statements) -> Any | None:
+        return statements.execute(USER_BY_EMAIL, {"email": email_normalized}).one_or_none()
+
+    return find
 
 
 async def authenticate(
-    session: AsyncSession, *, passwords: Passwords, email: str, password: str
-) -> User:
-    """The active user with this email and password, else InvalidCredentials.
+    db: Transactions, *, passwords: Passwords, email: str, password: str
+) -> uuid.UUID:
+    """The id of the active user with this email and password, else InvalidCredentials.
 
     Unknown email, wrong password and inactive account take the same path and time: a hash is
-    verified in every case.
+    verified in every case. No connection is held during the hash.
     """
-    user = await get_user_by_email(session, email)
-    # Give the connection back before the slow hash, so logins never starve other requests.
-    await session.commit()
+    row = await db.read(_user_by_email(normalize_email(email)))
     matches, new_hash = await passwords.verify_and_update(
-        password, user.password_hash if user else None
+        password, row.password_hash if row is not None else None
     )
-    if user is None:
+    if row is None:
         raise InvalidCredentials("unknown_email")
     if not matches:
-        raise InvalidCredentials("wrong_password", user.id)
-    if not user.is_active:
-        raise InvalidCredentials("inactive", user.id)
+        raise InvalidCredentials("wrong_password", row.id)
+    if not row.is_active:
+        raise InvalidCredentials("inactive", row.id)
     if new_hash is not None:
         # The stored hash used weaker parameters than today's; upgrade it now that we know
         # the password.
-        await session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
-        await session.commit()
-        user.password_hash = new_hash
-    return user
+        change = {"user_id": row.id, "new_hash": new_hash}
+
+        def store_new_hash(statements: Statements) -> None:
+            statements.execute(STORE_PASSWORD_HASH, change)
+
+        await db.write(store_new_hash)
+    return row.id
 
 
 async def list_users(
@@ -167,30 +194,41 @@ async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
 
 
 async def ensure_admin(
-    session: AsyncSession,
+    db: Transactions,
     *,
     passwords: Passwords,
     email: str,
     name: str | None,
     password: str | None,
 ) -> tuple[User, bool]:
-    """Make the user with this email an admin, creating it (password required) if needed."""
-    user = await get_user_by_email(session, email)
-    if user is None:
-        if password is None:
-            raise ValueError("a password is needed to create an admin")
-        created = await create_user(
-            session,
-            passwords=passwords,
-            name=name or email.split("@", 1)[0],
-            email=email,
-            password=password,
-            is_admin=True,
-        )
-        return created, True
-    user.is_admin = True
-    user.is_active = True
+    """Make the user with this email an active admin, creating it (password required) if needed.
+
+    Returns the user and whether it was created. An existing user keeps its password.
+    """
+    changes: dict[str, Any] = {"is_admin": True, "is_active": True}
     if name:
-        user.name = name
-    await session.commit()
-    return user, False
+        changes["name"] = name
+    promote = Prepared(
+        update(User)
+        .where(User.email_normalized == normalize_email(email))
+        .values(**changes)
+        .returning(*USER_COLUMNS)
+    )
+
+    def promote_existing(statements: Statements) -> Any | None:
+        return statements.execute(promote).one_or_none()
+
+    promoted = await db.write(promote_existing)
+    if promoted is not None:
+        return user_from_row(promoted), False
+    if password is None:
+        raise ValueError("a password is needed to create an admin")
+    created = await create_user(
+        db,
+        passwords=passwords,
+        name=name or email.split("@", 1)[0],
+        email=email,
+        password=password,
+        is_admin=True,
+    )
+    return created, True

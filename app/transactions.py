@@ -1,0 +1,329 @@
+"""The hot paths' database access: each unit of work one trip to the database.
+
+The bearer check, logins, signups and refresh rotations run on every request that matters, and
+their cost in event-loop CPU caps the service. Through an AsyncSession on aiosqlite every
+statement, flush and commit was a hop to the connection's thread and back, and the ORM's unit
+of work cost about 6 ms of CPU per login (`make bench` W3, py-spy and per-thread CPU counts):
+CPU that the password-hashing threads then lacked. So these paths use units of work instead:
+
+- a unit is a plain function of `Statements`, which executes `Prepared` statements: SQLAlchemy
+  Core statements, compiled once, written once for every database;
+- on a SQLite file a unit runs whole on a thread that owns a plain `sqlite3` connection: one
+  hop per unit, and the statements cost what SQLite costs. Parameters and rows go through the
+  column types' own conversions, so what is stored is exactly what the ORM stores and reads;
+- elsewhere (PostgreSQL) it runs on the engine's pool through `AsyncConnection.run_sync`, one
+  round trip per statement, with the pool's pre-ping and the statement timeout.
+
+Writes of one process queue in order on one SQLite connection instead of racing each other in
+SQLite's busy handler, which sleeps between tries. Errors arrive as SQLAlchemy's exception
+classes on every database, so IntegrityError and the 503 handling work the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from queue import SimpleQueue
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, Executable, Table, insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import Select
+
+from app.db import SQLITE_BUSY_TIMEOUT_MS, configure_sqlite_connection, sqlite_path
+
+T = TypeVar("T")
+Processor = Callable[[Any], Any] | None
+
+
+class Prepared:
+    """A Core statement, compiled once per dialect together with its value conversions."""
+
+    def __init__(self, statement: Executable, *, column_keys: Sequence[str] | None = None) -> None:
+        self.statement = statement
+        self._column_keys = list(column_keys) if column_keys is not None else None
+        self._compiled: dict[str, _Compiled] = {}
+
+    @classmethod
+    def insert(cls, table: Table) -> Prepared:
+        """INSERT of one row that gives every column of the table."""
+        return cls(insert(table), column_keys=[column.key for column in table.columns])
+
+    def compiled_for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled.build(
+                self.statement, dialect, self._column_keys
+            )
+        return compiled
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    param_names: tuple[str, ...]
+    param_processors: tuple[Processor, ...]
+    param_template: dict[str, Any]
+    result_processors: tuple[Processor, ...]
+    row_type: type[tuple[Any, ...]] | None
+
+    @classmethod
+    def build(
+        cls, statement: Executable, dialect: Dialect, column_keys: list[str] | None
+    ) -> _Compiled:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        names = tuple(compiled.positiontup or ())
+        columns = _returned_columns(statement)
+        return cls(
+            sql=compiled.string,
+            param_names=names,
+            param_processors=tuple(
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+                for name in names
+            ),
+            # Values the statement carries itself; the caller's parameters go over them.
+            param_template=compiled.construct_params(
+                {name: None for name, bind in compiled.binds.items() if bind.required}
+            ),
+            result_processors=tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in columns
+            ),
+            row_type=(
+                namedtuple("Row", [column.key for column in columns], rename=True)
+                if columns
+                else None
+            ),
+        )
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        values = {**self.param_template, **params}
+        return [
+            values[name] if processor is None else processor(values[name])
+            for name, processor in zip(self.param_names, self.param_processors, strict=True)
+        ]
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        assert self.row_type is not None
+        return self.row_type(
+            *(
+                value if processor is None else processor(value)
+                for processor, value in zip(self.result_processors, raw, strict=True)
+            )
+        )
+
+
+def _returned_columns(statement: Executable) -> list[Any]:
+    if isinstance(statement, Select):
+        return list(statement.selected_columns)
+    if isinstance(statement, UpdateBase):
+        return list(statement.exported_columns)  # the RETURNING clause, if any
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one statement gave: its rows (for SELECT and RETURNING) and the rows it changed."""
+
+    rows: list[Any]
+    rowcount: int
+
+    def one_or_none(self) -> Any | None:
+        if len(self.rows) > 1:
+            raise ValueError("more than one row")
+        return self.rows[0] if self.rows else None
+
+
+class Statements(Protocol):
+    """What a unit of work gets: a way to execute prepared statements, and nothing else."""
+
+    def execute(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Result: ...
+
+
+Work = Callable[[Statements], T]
+
+
+class _SqliteStatements:
+    def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
+
+    def execute(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Result:
+        compiled = prepared.compiled_for(self._dialect)
+        try:
+            cursor = self._connection.execute(compiled.sql, compiled.arguments(params or {}))
+            raw_rows = cursor.fetchall() if compiled.row_type is not None else []
+        except sqlite3.Error as exc:
+            raise _sqlalchemy_error(compiled.sql, exc) from exc
+        return Result([compiled.row(raw) for raw in raw_rows], cursor.rowcount)
+
+
+class _CoreStatements:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def execute(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Result:
+        result = self._connection.execute(prepared.statement, params or {})
+        return Result(list(result.all()) if result.returns_rows else [], result.rowcount)
+
+
+def _sqlalchemy_error(sql: str, exc: sqlite3.Error) -> DBAPIError:
+    # The same classes the engine raises (IntegrityError, OperationalError...), never with the
+    # parameters in their text: those can be a password hash or a refresh token's hash.
+    return DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True)
+
+
+class _SqliteThread:
+    """One plain sqlite3 connection and the one thread that uses it.
+
+    A hop here is a queue put and a wake-up of the event loop: cheaper than an executor's
+    futures, and the thread drains whatever queued while it worked without sleeping.
+    """
+
+    def __init__(self, path: str, dialect: Dialect, *, name: str, read_only: bool) -> None:
+        self._path = path
+        self._dialect = dialect
+        self._read_only = read_only
+        self._queue: SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any] | None]
+        self._queue = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, function: Callable[[sqlite3.Connection, Statements], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, future, function))
+        return await future
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; units say BEGIN and COMMIT themselves.
+        connection = sqlite3.connect(
+            self._path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
+        )
+        configure_sqlite_connection(connection, None)
+        if self._read_only:
+            connection.execute("PRAGMA query_only=ON")  # this connection never writes
+        return connection
+
+    def _serve(self) -> None:
+        connection: sqlite3.Connection | None = None
+        statements: _SqliteStatements | None = None
+        while (item := self._queue.get()) is not None:
+            loop, future, function = item
+            try:
+                if connection is None:
+                    connection = self._connect()
+                    statements = _SqliteStatements(connection, self._dialect)
+                result = function(connection, statements)
+            except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
+                _settle(loop, future, exception=exc)
+            else:
+                _settle(loop, future, result=result)
+        if connection is not None:
+            connection.close()
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    *,
+    result: Any = None,
+    exception: BaseException | None = None,
+) -> None:
+    def settle() -> None:
+        if future.cancelled():  # the request went away while its unit ran
+            return
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop closed while the unit ran: nobody is waiting any more
+        pass
+
+
+def _write_on_sqlite(work: Work[T]) -> Callable[[sqlite3.Connection, Statements], T]:
+    def run(connection: sqlite3.Connection, statements: Statements) -> T:
+        # IMMEDIATE takes the write lock now (waiting in the busy handler if another process
+        # holds it), so a unit that reads and then writes never fails to upgrade its lock.
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _sqlalchemy_error("BEGIN IMMEDIATE", exc) from exc
+        try:
+            result = work(statements)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise _sqlalchemy_error("COMMIT", exc) from exc
+        return result
+
+    return run
+
+
+def _read_on_sqlite(work: Work[T]) -> Callable[[sqlite3.Connection, Statements], T]:
+    def run(connection: sqlite3.Connection, statements: Statements) -> T:
+        return work(statements)  # each statement is its own read transaction
+
+    return run
+
+
+def _run_core(work: Work[T]) -> Callable[[Connection], T]:
+    def run(connection: Connection) -> T:
+        return work(_CoreStatements(connection))
+
+    return run
+
+
+class Transactions:
+    """Runs units of work: `write` in one transaction, `read` without one."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # A read of one statement needs no transaction: on asyncpg that saves the BEGIN and
+        # ROLLBACK round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        path = sqlite_path(engine.url)
+        self._writer: _SqliteThread | None = None
+        self._reader: _SqliteThread | None = None
+        if path is not None:
+            dialect = engine.dialect
+            self._writer = _SqliteThread(path, dialect, name="passgate-db-write", read_only=False)
+            self._reader = _SqliteThread(path, dialect, name="passgate-db-read", read_only=True)
+
+    async def write(self, work: Work[T]) -> T:
+        """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
+        if self._writer is not None:
+            return await self._writer.run(_write_on_sqlite(work))
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(_run_core(work))
+
+    async def read(self, work: Work[T]) -> T:
+        """Run `work`, which only reads."""
+        if self._reader is not None:
+            return await self._reader.run(_read_on_sqlite(work))
+        async with self._autocommit.connect() as connection:
+            return await connection.run_sync(_run_core(work))
+
+    async def close(self) -> None:
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                await thread.close()

@@ -1,0 +1,148 @@
+"""Units of work (app/transactions.py), on SQLite and, with TEST_DATABASE_URL, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from app.db import make_engine, make_sessionmaker, sqlite_path
+from app.models import USER_COLUMNS, User, uuid7
+from app.transactions import Prepared, Statements, Transactions
+
+INSERT_USER = Prepared.insert(User.__table__)
+USER_BY_ID = Prepared(select(*USER_COLUMNS).where(User.id == bindparam("user_id")))
+
+
+def user_row(email: str) -> dict[str, object]:
+    return {
+        "id": uuid7(),
+        "name": "Ada",
+        "email": email,
+        "email_normalized": email.lower(),
+        "password_hash": "$argon2id$not-a-real-hash",
+        "is_active": True,
+        "is_admin": False,
+        "created_at": dt.datetime(2026, 11, 28, 13, 55, 23, 123456, tzinfo=dt.UTC),
+    }
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[object]:
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(engine) -> AsyncIterator[Transactions]:
+    transactions = Transactions(engine)
+    yield transactions
+    await transactions.close()
+
+
+async def test_a_unit_that_raises_leaves_nothing_behind(db, engine):
+    first, second = user_row("a@example.com"), user_row("b@example.com")
+
+    def insert_two_then_fail(statements: Statements) -> None:
+        statements.execute(INSERT_USER, first)
+        statements.execute(INSERT_USER, second)
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        await db.write(insert_two_then_fail)
+
+    async with make_sessionmaker(engine)() as session:
+        assert (await session.scalars(select(User.id))).all() == []
+
+
+async def test_database_errors_arrive_as_sqlalchemy_errors_without_the_values(db):
+    row = user_row("a@example.com")
+    await db.write(lambda statements: statements.execute(INSERT_USER, row))
+    again = {**row, "id": uuid7()}
+
+    with pytest.raises(IntegrityError) as raised:
+        await db.write(lambda statements: statements.execute(INSERT_USER, again))
+
+    assert "not-a-real-hash" not in str(raised.value)
+
+
+async def test_values_are_stored_and_read_exactly_as_the_orm_does(db, engine):
+    written = user_row("a@example.com")
+    await db.write(lambda statements: statements.execute(INSERT_USER, written))
+
+    async with make_sessionmaker(engine)() as session:
+        orm_user = await session.get(User, written["id"])
+        by_orm = {column.key: getattr(orm_user, column.key) for column in USER_COLUMNS}
+        orm_written = User(**user_row("b@example.com"))
+        session.add(orm_written)
+        await session.commit()
+
+    assert by_orm == written
+    read_back = await db.read(
+        lambda statements: statements.execute(USER_BY_ID, {"user_id": orm_written.id})
+    )
+    row = read_back.one_or_none()
+    assert row.id == orm_written.id
+    assert row.created_at == orm_written.created_at
+    assert row.created_at.tzinfo is not None
+    assert row.is_active is True
+    assert row.is_admin is False
+
+
+async def test_reads_cannot_write(db, engine):
+    if sqlite_path(engine.url) is None:
+        pytest.skip("the read-only connection is SQLite's; PostgreSQL reads use the pool")
+    row = user_row("a@example.com")
+
+    with pytest.raises(OperationalError):
+        await db.read(lambda statements: statements.execute(INSERT_USER, row))
+
+
+async def test_a_cancelled_caller_does_not_stop_the_next_unit(db):
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(statements: Statements) -> int:
+        loop.call_soon_threadsafe(started.set)
+        statements.execute(USER_BY_ID, {"user_id": uuid.uuid4()})
+        return 1
+
+    task = asyncio.create_task(db.read(slow))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert await db.read(slow) == 1
+
+
+async def test_one_writer_per_process_serialises_concurrent_units(db, engine):
+    rows = [user_row(f"user-{number}@example.com") for number in range(50)]
+
+    await asyncio.gather(
+        *(
+            db.write(lambda statements, row=row: statements.execute(INSERT_USER, row))
+            for row in rows
+        )
+    )
+
+    async with make_sessionmaker(engine)() as session:
+        stored = (await session.scalars(select(User.email))).all()
+    assert sorted(stored) == sorted(row["email"] for row in rows)
+
+
+async def test_statements_written_with_literal_values_keep_them(db):
+    row = user_row("a@example.com")
+    await db.write(lambda statements: statements.execute(INSERT_USER, row))
+    # The email is a value inside the statement, not a parameter given at execution.
+    by_email = Prepared(select(User.id).where(User.email_normalized == "a@example.com"))
+
+    found = await db.read(lambda statements: statements.execute(by_email).one_or_none())
+
+    assert found.id == row["id"]
