@@ -113,10 +113,10 @@ class _Compiled:
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
         assert self.row_type is not None
         return self.row_type(
-            *(
+            *[
                 value if processor is None else processor(value)
                 for processor, value in zip(self.result_processors, raw, strict=True)
-            )
+            ]
         )
 
 
@@ -128,7 +128,7 @@ def _returned_columns(statement: Executable) -> list[Any]:
     return []
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     """What one statement gave: its rows (for SELECT and RETURNING) and the rows it changed."""
 
@@ -148,6 +148,8 @@ class Statements(Protocol):
 
 
 Work = Callable[[Statements], T]
+# What a unit's thread is handed: the caller's loop and future, the work, and whether it writes.
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Work[Any], bool]
 
 
 class _SqliteStatements:
@@ -191,15 +193,14 @@ class _SqliteThread:
         self._path = path
         self._dialect = dialect
         self._read_only = read_only
-        self._queue: SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any] | None]
-        self._queue = SimpleQueue()
+        self._queue: SimpleQueue[_Job | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, function: Callable[[sqlite3.Connection, Statements], T]) -> T:
+    async def run(self, work: Work[T], *, write: bool) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, function))
+        self._queue.put((loop, future, work, write))
         return await future
 
     def _connect(self) -> sqlite3.Connection:
@@ -215,17 +216,21 @@ class _SqliteThread:
     def _serve(self) -> None:
         connection: sqlite3.Connection | None = None
         statements: _SqliteStatements | None = None
-        while (item := self._queue.get()) is not None:
-            loop, future, function = item
+        while (job := self._queue.get()) is not None:
+            loop, future, work, write = job
             try:
                 if connection is None:
                     connection = self._connect()
                     statements = _SqliteStatements(connection, self._dialect)
-                result = function(connection, statements)
+                assert statements is not None
+                if write:
+                    result = _write_transaction(connection, statements, work)
+                else:
+                    result = work(statements)  # each statement is its own read transaction
             except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
-                _settle(loop, future, exception=exc)
+                _deliver(loop, future, None, exc)
             else:
-                _settle(loop, future, result=result)
+                _deliver(loop, future, result, None)
         if connection is not None:
             connection.close()
 
@@ -234,56 +239,46 @@ class _SqliteThread:
         await asyncio.to_thread(self._thread.join)
 
 
-def _settle(
+def _deliver(
     loop: asyncio.AbstractEventLoop,
     future: asyncio.Future[Any],
-    *,
-    result: Any = None,
-    exception: BaseException | None = None,
+    result: Any,
+    exception: BaseException | None,
 ) -> None:
-    def settle() -> None:
-        if future.cancelled():  # the request went away while its unit ran
-            return
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-
     try:
-        loop.call_soon_threadsafe(settle)
+        loop.call_soon_threadsafe(_settle, future, result, exception)
     except RuntimeError:  # the loop closed while the unit ran: nobody is waiting any more
         pass
 
 
-def _write_on_sqlite(work: Work[T]) -> Callable[[sqlite3.Connection, Statements], T]:
-    def run(connection: sqlite3.Connection, statements: Statements) -> T:
-        # IMMEDIATE takes the write lock now (waiting in the busy handler if another process
-        # holds it), so a unit that reads and then writes never fails to upgrade its lock.
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _sqlalchemy_error("BEGIN IMMEDIATE", exc) from exc
-        try:
-            result = work(statements)
-        except BaseException:
+def _settle(future: asyncio.Future[Any], result: Any, exception: BaseException | None) -> None:
+    if future.cancelled():  # the request went away while its unit ran
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
+
+
+def _write_transaction(connection: sqlite3.Connection, statements: Statements, work: Work[T]) -> T:
+    # IMMEDIATE takes the write lock now (waiting in the busy handler if another process
+    # holds it), so a unit that reads and then writes never fails to upgrade its lock.
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise _sqlalchemy_error("BEGIN IMMEDIATE", exc) from exc
+    try:
+        result = work(statements)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    try:
+        connection.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if connection.in_transaction:
             connection.execute("ROLLBACK")
-            raise
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise _sqlalchemy_error("COMMIT", exc) from exc
-        return result
-
-    return run
-
-
-def _read_on_sqlite(work: Work[T]) -> Callable[[sqlite3.Connection, Statements], T]:
-    def run(connection: sqlite3.Connection, statements: Statements) -> T:
-        return work(statements)  # each statement is its own read transaction
-
-    return run
+        raise _sqlalchemy_error("COMMIT", exc) from exc
+    return result
 
 
 def _run_core(work: Work[T]) -> Callable[[Connection], T]:
@@ -312,14 +307,14 @@ class Transactions:
     async def write(self, work: Work[T]) -> T:
         """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
         if self._writer is not None:
-            return await self._writer.run(_write_on_sqlite(work))
+            return await self._writer.run(work, write=True)
         async with self._engine.begin() as connection:
             return await connection.run_sync(_run_core(work))
 
     async def read(self, work: Work[T]) -> T:
         """Run `work`, which only reads."""
         if self._reader is not None:
-            return await self._reader.run(_read_on_sqlite(work))
+            return await self._reader.run(work, write=False)
         async with self._autocommit.connect() as connection:
             return await connection.run_sync(_run_core(work))
 
