@@ -13,7 +13,7 @@ import uuid
 
 from sqlalchemy import bindparam, select
 
-from app.models import USER_COLUMNS, TokenFamily, User, user_from_row
+from app.models import USER_COLUMNS, Account, TokenFamily, User
 from app.transactions import Prepared, Statements, Transactions
 
 # The active user behind a user id and login (family) id, if that login was not ended.
@@ -25,7 +25,8 @@ TOKEN_USER = Prepared(
         User.is_active.is_(True),
         TokenFamily.id == bindparam("family_id"),
         TokenFamily.revoked_at.is_(None),
-    )
+    ),
+    row_type=Account,
 )
 
 
@@ -35,11 +36,11 @@ class TokenUserLookup:
     def __init__(self, db: Transactions) -> None:
         self._db = db
 
-    async def find(self, *, user_id: uuid.UUID, family_id: uuid.UUID) -> User | None:
+    async def find(self, *, user_id: uuid.UUID, family_id: uuid.UUID) -> Account | None:
         params = {"user_id": user_id, "family_id": family_id}
 
-        def find_user(statements: Statements) -> User | None:
-            row = statements.execute(TOKEN_USER, params).one_or_none()
-            return None if row is None else user_from_row(row)
+        def find_account(statements: Statements) -> Account | None:
+            account: Account | None = statements.execute(TOKEN_USER, params).one_or_none()
+            return account
 
-        return await self._db.read(find_user)
+        return await self._db.read(find_account)

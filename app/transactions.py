@@ -46,10 +46,22 @@ Processor = Callable[[Any], Any] | None
 class Prepared:
     """A Core statement, compiled once per dialect together with its value conversions."""
 
-    def __init__(self, statement: Executable, *, column_keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        statement: Executable,
+        *,
+        column_keys: Sequence[str] | None = None,
+        row_type: type[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """`row_type`: a NamedTuple class to read rows into (else one named after the columns)."""
         self.statement = statement
         self._column_keys = list(column_keys) if column_keys is not None else None
+        self._row_type = row_type
         self._compiled: dict[str, _Compiled] = {}
+
+    @property
+    def row_type(self) -> type[tuple[Any, ...]] | None:
+        return self._row_type
 
     @classmethod
     def insert(cls, table: Table) -> Prepared:
@@ -60,7 +72,7 @@ class Prepared:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             compiled = self._compiled[dialect.name] = _Compiled.build(
-                self.statement, dialect, self._column_keys
+                self.statement, dialect, self._column_keys, self._row_type
             )
         return compiled
 
@@ -76,11 +88,17 @@ class _Compiled:
 
     @classmethod
     def build(
-        cls, statement: Executable, dialect: Dialect, column_keys: list[str] | None
+        cls,
+        statement: Executable,
+        dialect: Dialect,
+        column_keys: list[str] | None,
+        row_type: type[tuple[Any, ...]] | None,
     ) -> _Compiled:
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         names = tuple(compiled.positiontup or ())
         columns = _returned_columns(statement)
+        if row_type is not None and tuple(row_type._fields) != tuple(c.key for c in columns):  # type: ignore[attr-defined]
+            raise ValueError(f"{row_type.__name__} does not match the statement's columns")
         return cls(
             sql=compiled.string,
             param_names=names,
@@ -97,7 +115,7 @@ class _Compiled:
                 for column in columns
             ),
             row_type=(
-                namedtuple("Row", [column.key for column in columns], rename=True)
+                (row_type or namedtuple("Row", [column.key for column in columns], rename=True))
                 if columns
                 else None
             ),
@@ -173,7 +191,11 @@ class _CoreStatements:
 
     def execute(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Result:
         result = self._connection.execute(prepared.statement, params or {})
-        return Result(list(result.all()) if result.returns_rows else [], result.rowcount)
+        if not result.returns_rows:
+            return Result([], result.rowcount)
+        row_type = prepared.row_type
+        rows = [row_type(*row) if row_type else row for row in result.all()]
+        return Result(rows, result.rowcount)
 
 
 def _sqlalchemy_error(sql: str, exc: sqlite3.Error) -> DBAPIError:

@@ -13,7 +13,7 @@ from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
 from app.deps import AdminUser, CurrentUser, PasswordsDep, TransactionsDep, UserByPath
 from app.errors import EmailTaken, SelfLockout, UserNotFound, WrongPassword, too_many_attempts
-from app.models import User
+from app.models import Account, User
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import ErrorOut, PasswordChange, UserCreate, UserOut, UserPage, UserUpdate
 from app.services import users
@@ -74,7 +74,7 @@ async def signup(
     response: Response,
     throttle: ThrottleDep,
     address: ClientAddress,
-) -> User:
+) -> Account:
     """Create an account. An email can be registered once, whatever its letter case."""
     try:
         await throttle.start_signup(address=address)
@@ -110,7 +110,7 @@ async def list_users(
 
 
 @router.get("/users/me", response_model=UserOut, responses=AUTHENTICATED, tags=["accounts"])
-async def read_me(user: CurrentUser) -> User:
+async def read_me(user: CurrentUser) -> Account:
     """The account the access token belongs to."""
     return user
 

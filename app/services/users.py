@@ -18,12 +18,14 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.db import utcnow
 from app.errors import EmailTaken, InvalidCredentials, SelfLockout, UserNotFound, WrongPassword
-from app.models import USER_COLUMNS, TokenFamily, User, user_from_row, uuid7
+from app.models import USER_COLUMNS, Account, TokenFamily, User, uuid7
 from app.security import Passwords
 from app.services.tokens import revoke_all_families
 from app.transactions import Prepared, Statements, Transactions
 
-USER_BY_EMAIL = Prepared(select(*USER_COLUMNS).where(User.email_normalized == bindparam("email")))
+USER_BY_EMAIL = Prepared(
+    select(*USER_COLUMNS).where(User.email_normalized == bindparam("email")), row_type=Account
+)
 INSERT_USER = Prepared.insert(User.__table__)
 STORE_PASSWORD_HASH = Prepared(
     update(User).where(User.id == bindparam("user_id")).values(password_hash=bindparam("new_hash"))
@@ -43,44 +45,46 @@ async def create_user(
     email: str,
     password: str,
     is_admin: bool = False,
-) -> User:
+) -> Account:
     """Create an account; EmailTaken when the address is registered in any letter case."""
     # Hash before touching the database: no connection is held during the slow part.
     password_hash = await passwords.hash(password)
-    values = {
-        "id": uuid7(),
-        "name": name,
-        "email": email,
-        "email_normalized": normalize_email(email),
-        "password_hash": password_hash,
-        "is_active": True,
-        "is_admin": is_admin,
-        "created_at": utcnow(),
-    }
+    account = Account(
+        id=uuid7(),
+        name=name,
+        email=email,
+        email_normalized=normalize_email(email),
+        password_hash=password_hash,
+        is_active=True,
+        is_admin=is_admin,
+        created_at=utcnow(),
+    )
 
     def insert_user(statements: Statements) -> None:
-        statements.execute(INSERT_USER, values)
+        statements.execute(INSERT_USER, account._asdict())
 
     try:
         await db.write(insert_user)
     except IntegrityError:
         # The unique index decides races between concurrent signups of one address.
         raise EmailTaken(email) from None
-    return User(**values)
+    return account
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
-async def get_user_by_email(db: Transactions, email: str) -> User | None:
-    row = await db.read(_user_by_email(normalize_email(email)))
-    return None if row is None else user_from_row(row)
+async def get_user_by_email(db: Transactions, email: str) -> Account | None:
+    return await db.read(_user_by_email(normalize_email(email)))
 
 
-def _user_by_email(email_normalized: str) -> Callable[[Statements], Any | None]:
-    def find(statements: Statements) -> Any | None:
-        return statements.execute(USER_BY_EMAIL, {"email": email_normalized}).one_or_none()
+def _user_by_email(email_normalized: str) -> Callable[[Statements], Account | None]:
+    def find(statements: Statements) -> Account | None:
+        account: Account | None = statements.execute(
+            USER_BY_EMAIL, {"email": email_normalized}
+        ).one_or_none()
+        return account
 
     return find
 
@@ -137,7 +141,7 @@ async def change_password(
     session: AsyncSession,
     *,
     passwords: Passwords,
-    user: User,
+    user: Account,
     current_password: str,
     new_password: str,
     now: dt.datetime,
@@ -156,7 +160,7 @@ async def update_user(
     session: AsyncSession,
     *,
     user: User,
-    acting_admin: User,
+    acting_admin: Account,
     name: str | None,
     is_active: bool | None,
     is_admin: bool | None,
@@ -200,7 +204,7 @@ async def ensure_admin(
     email: str,
     name: str | None,
     password: str | None,
-) -> tuple[User, bool]:
+) -> tuple[Account, bool]:
     """Make the user with this email an active admin, creating it (password required) if needed.
 
     Returns the user and whether it was created. An existing user keeps its password.
@@ -212,15 +216,17 @@ async def ensure_admin(
         update(User)
         .where(User.email_normalized == normalize_email(email))
         .values(**changes)
-        .returning(*USER_COLUMNS)
+        .returning(*USER_COLUMNS),
+        row_type=Account,
     )
 
-    def promote_existing(statements: Statements) -> Any | None:
-        return statements.execute(promote).one_or_none()
+    def promote_existing(statements: Statements) -> Account | None:
+        account: Account | None = statements.execute(promote).one_or_none()
+        return account
 
     promoted = await db.write(promote_existing)
     if promoted is not None:
-        return user_from_row(promoted), False
+        return promoted, False
     if password is None:
         raise ValueError("a password is needed to create an admin")
     created = await create_user(
