@@ -96,8 +96,9 @@ SQLITE_PRAGMAS = (
 # p99 of 3 s with a p50 of 16 ms, and 2 s for logins; with 2, about 130 ms for both, at the
 # same or better throughput (reads included: one event loop gains nothing from more). Waiting
 # requests queue for a connection in arrival order instead. Two rather than one, so that a
-# write waiting for another process's lock does not hold up every read of this one. The
-# bearer check has its own connection (app/lookups.py), so token checks never queue here.
+# write waiting for another process's lock does not hold up every read of this one. The hot
+# paths (bearer check, login, signup, refresh) have their own reader and writer connections
+# (app/transactions.py), so they never queue here.
 SQLITE_POOL_SIZE = 2
 SQLITE_MAX_OVERFLOW = 0
 
