@@ -166,8 +166,8 @@ class Statements(Protocol):
 
 
 Work = Callable[[Statements], T]
-# What a unit's thread is handed: the caller's loop and future, the work, and whether it writes.
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Work[Any], bool]
+# What a unit's thread is handed: the caller's loop and future, and the work.
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Work[Any]]
 
 
 class _SqliteStatements:
@@ -205,24 +205,25 @@ def _sqlalchemy_error(sql: str, exc: sqlite3.Error) -> DBAPIError:
 
 
 class _SqliteThread:
-    """One plain sqlite3 connection and the one thread that uses it.
+    """One plain sqlite3 connection and the one thread that uses it: the writer runs each unit
+    in a transaction; the reader's connection is query-only and runs units without one.
 
     A hop here is a queue put and a wake-up of the event loop: cheaper than an executor's
     futures, and the thread drains whatever queued while it worked without sleeping.
     """
 
-    def __init__(self, path: str, dialect: Dialect, *, name: str, read_only: bool) -> None:
+    def __init__(self, path: str, dialect: Dialect, *, name: str, writer: bool) -> None:
         self._path = path
         self._dialect = dialect
-        self._read_only = read_only
+        self._writer = writer
         self._queue: SimpleQueue[_Job | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, work: Work[T], *, write: bool) -> T:
+    async def run(self, work: Work[T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, work, write))
+        self._queue.put((loop, future, work))
         return await future
 
     def _connect(self) -> sqlite3.Connection:
@@ -231,7 +232,7 @@ class _SqliteThread:
             self._path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
         )
         configure_sqlite_connection(connection, None)
-        if self._read_only:
+        if not self._writer:
             connection.execute("PRAGMA query_only=ON")  # this connection never writes
         return connection
 
@@ -239,13 +240,13 @@ class _SqliteThread:
         connection: sqlite3.Connection | None = None
         statements: _SqliteStatements | None = None
         while (job := self._queue.get()) is not None:
-            loop, future, work, write = job
+            loop, future, work = job
             try:
                 if connection is None:
                     connection = self._connect()
                     statements = _SqliteStatements(connection, self._dialect)
                 assert statements is not None
-                if write:
+                if self._writer:
                     result = _write_transaction(connection, statements, work)
                 else:
                     result = work(statements)  # each statement is its own read transaction
@@ -323,20 +324,20 @@ class Transactions:
         self._reader: _SqliteThread | None = None
         if path is not None:
             dialect = engine.dialect
-            self._writer = _SqliteThread(path, dialect, name="passgate-db-write", read_only=False)
-            self._reader = _SqliteThread(path, dialect, name="passgate-db-read", read_only=True)
+            self._writer = _SqliteThread(path, dialect, name="passgate-db-write", writer=True)
+            self._reader = _SqliteThread(path, dialect, name="passgate-db-read", writer=False)
 
     async def write(self, work: Work[T]) -> T:
         """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
         if self._writer is not None:
-            return await self._writer.run(work, write=True)
+            return await self._writer.run(work)
         async with self._engine.begin() as connection:
             return await connection.run_sync(_run_core(work))
 
     async def read(self, work: Work[T]) -> T:
         """Run `work`, which only reads."""
         if self._reader is not None:
-            return await self._reader.run(work, write=False)
+            return await self._reader.run(work)
         async with self._autocommit.connect() as connection:
             return await connection.run_sync(_run_core(work))
 
