@@ -134,7 +134,7 @@ class _Rotation:
     user_id: uuid.UUID | None = None
     family_id: uuid.UUID | None = None
     refused: str | None = None
-    reused: bool = False
+    reused_by: uuid.UUID | None = None  # set when the refusal is reuse: the login's user
 
 
 async def rotate_refresh_token(
@@ -178,13 +178,11 @@ async def rotate_refresh_token(
         # holders is an attacker, and we cannot tell which, so every token of that login
         # dies. Committed with this transaction, before the refusal is answered.
         statements.execute(REVOKE_FAMILY, {"family_id": row.family_id, "now": now})
-        return _Rotation(user_id=row.user_id, refused=REUSED, reused=True)
+        return _Rotation(refused=REUSED, reused_by=row.user_id)
 
     outcome = await db.write(rotate)
     if outcome.refused is not None:
-        raise InvalidRefreshToken(
-            outcome.refused, reused_by=outcome.user_id if outcome.reused else None
-        )
+        raise InvalidRefreshToken(outcome.refused, reused_by=outcome.reused_by)
     assert outcome.user_id is not None and outcome.family_id is not None
     return _issued(
         access_tokens, new_token, user_id=outcome.user_id, family_id=outcome.family_id, now=now
