@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -76,17 +76,13 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def get_user_by_email(db: Transactions, email: str) -> Account | None:
-    return await db.read(_user_by_email(normalize_email(email)))
+    params = {"email": normalize_email(email)}
 
-
-def _user_by_email(email_normalized: str) -> Callable[[Statements], Account | None]:
     def find(statements: Statements) -> Account | None:
-        account: Account | None = statements.execute(
-            USER_BY_EMAIL, {"email": email_normalized}
-        ).one_or_none()
+        account: Account | None = statements.execute(USER_BY_EMAIL, params).one_or_none()
         return account
 
-    return find
+    return await db.read(find)
 
 
 async def authenticate(
@@ -97,7 +93,7 @@ async def authenticate(
     Unknown email, wrong password and inactive account take the same path and time: a hash is
     verified in every case. No connection is held during the hash.
     """
-    row = await db.read(_user_by_email(normalize_email(email)))
+    row = await get_user_by_email(db, email)
     matches, new_hash = await passwords.verify_and_update(
         password, row.password_hash if row is not None else None
     )
