@@ -118,16 +118,24 @@ def sqlite_path(url: str | URL) -> str | None:
     return url.database
 
 
+def _default(setting: str) -> Any:
+    return Settings.model_fields[setting].default
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """How a server database's connections are pooled and bounded; see Settings.db_*."""
+    """How a server database's connections are pooled and bounded; see Settings.db_*.
 
-    size: int = 5
-    max_overflow: int = 10
-    timeout_seconds: float = 10.0
-    recycle_seconds: int = 1800
-    statement_timeout_ms: int = 10_000
-    connect_timeout_seconds: float = 5.0
+    The defaults are Settings' own, so an engine made without settings (the CLI, tests) is
+    pooled exactly as the service's is by default.
+    """
+
+    size: int = _default("db_pool_size")
+    max_overflow: int = _default("db_max_overflow")
+    timeout_seconds: float = _default("db_pool_timeout_seconds")
+    recycle_seconds: int = _default("db_pool_recycle_seconds")
+    statement_timeout_ms: int = _default("db_statement_timeout_ms")
+    connect_timeout_seconds: float = _default("db_connect_timeout_seconds")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PoolSettings:
