@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import SecretStr, field_validator, model_validator
@@ -13,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/app.db"
+# Where `make run` listens: outside production, links and metadata point there by default.
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 MIN_SECRET_BYTES = 32
 SECRET_KEY_FILENAME = "secret_key"  # noqa: S105 - a file name, not a secret
 
@@ -78,6 +81,12 @@ class Settings(BaseSettings):
     # Seconds to wait for a new connection to the database.
     db_connect_timeout_seconds: float = 5.0
 
+    # The service's address as users and other services reach it (scheme, host, optional port
+    # and path prefix): the base of every link in mail and of the metadata document. Never
+    # taken from a request's Host or X-Forwarded-* headers, which a client chooses.
+    # Unset outside production means DEFAULT_PUBLIC_URL; production requires it.
+    public_url: str = ""
+
     migrate_on_start: bool = True
     cors_origins: Annotated[list[str], NoDecode] = []
 
@@ -130,6 +139,22 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        return normalize_public_url(value) if value.strip() else ""
+
+    @model_validator(mode="after")
+    def _public_url_default(self) -> Settings:
+        if self.public_url:
+            return self
+        # A production link pointing at 127.0.0.1 would send every user's browser nowhere.
+        if self.environment == "production":
+            raise ValueError("PUBLIC_URL is required when ENVIRONMENT=production")
+        # frozen=True: the default is filled in the one way a frozen model allows.
+        object.__setattr__(self, "public_url", DEFAULT_PUBLIC_URL)
+        return self
 
     @field_validator("max_body_bytes")
     @classmethod
@@ -223,6 +248,26 @@ class Settings(BaseSettings):
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return Path(url.database).parent
         return Path("data")
+
+
+def normalize_public_url(value: str) -> str:
+    """An http(s) URL with a host and no query or fragment, without a trailing slash."""
+    value = value.strip()
+    example = "must be an http:// or https:// URL such as https://auth.example.com"
+    try:
+        parts = urlsplit(value)
+        has_port = parts.port is not None  # raises for a port that is not a number in range
+    except ValueError:
+        raise ValueError(example) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or (has_port and not parts.port):
+        raise ValueError(example)
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError("must not have a query or a fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold a user name or password")
+    if any(character.isspace() or ord(character) < 0x20 for character in value):
+        raise ValueError("must not contain whitespace or control characters")
+    return value.rstrip("/")
 
 
 def secret_key_problem(secret: str) -> str | None:

@@ -49,7 +49,7 @@ def test_a_configured_secret_wins_over_the_file(tmp_path):
     ],
 )
 def test_production_refuses_missing_short_or_placeholder_secrets(tmp_path, secret, problem):
-    values = {"environment": "production"}
+    values = {"environment": "production", "public_url": "https://auth.example.com"}
     if secret is not None:
         values["secret_key"] = secret
     with pytest.raises(ValidationError, match=problem):
@@ -57,7 +57,76 @@ def test_production_refuses_missing_short_or_placeholder_secrets(tmp_path, secre
 
 
 def test_production_accepts_a_strong_secret(tmp_path):
-    assert settings(tmp_path, environment="production", secret_key="k" * 48).secret_key
+    assert settings(
+        tmp_path,
+        environment="production",
+        secret_key="k" * 48,
+        public_url="https://auth.example.com",
+    ).secret_key
+
+
+def test_public_url_defaults_to_the_local_server_outside_production(tmp_path):
+    assert settings(tmp_path).public_url == "http://127.0.0.1:8000"
+    assert settings(tmp_path, public_url="").public_url == "http://127.0.0.1:8000"
+
+
+def test_production_requires_a_public_url(tmp_path):
+    with pytest.raises(ValidationError, match="PUBLIC_URL is required"):
+        settings(tmp_path, environment="production", secret_key="k" * 48)
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("https://auth.example.com/", "https://auth.example.com"),
+        ("https://auth.example.com", "https://auth.example.com"),
+        ("http://127.0.0.1:8000//", "http://127.0.0.1:8000"),
+        ("https://example.com/auth/", "https://example.com/auth"),
+        (" https://auth.example.com ", "https://auth.example.com"),
+    ],
+)
+def test_public_url_is_kept_without_a_trailing_slash(tmp_path, given, normalised):
+    assert settings(tmp_path, public_url=given).public_url == normalised
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "auth.example.com",
+        "ftp://auth.example.com",
+        "https://",
+        "https:///path",
+        "https://auth.example.com/?next=1",
+        "https://auth.example.com/?",
+        "https://auth.example.com/#top",
+        "https://user:pw@auth.example.com",
+        "https://auth.example.com:99999",
+        "https://auth.example.com:http",
+        "https://auth.example.com/a b",
+        "javascript:alert(1)",
+    ],
+)
+def test_public_url_must_be_an_http_url_with_a_host_and_no_query_or_fragment(tmp_path, bad):
+    with pytest.raises(ValidationError, match="public_url"):
+        settings(tmp_path, public_url=bad)
+
+
+def test_the_service_refuses_to_start_in_production_without_a_public_url(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in {"PUBLIC_URL"}}
+    env.update(ENVIRONMENT="production", SECRET_KEY="k" * 48)
+    result = subprocess.run(
+        [sys.executable, "-c", "import app.main"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "PUBLIC_URL is required" in lines[0]
 
 
 def test_cors_origins_are_a_comma_separated_list(monkeypatch):
@@ -71,6 +140,7 @@ def test_the_service_refuses_to_start_in_production_without_a_secret(tmp_path):
         key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DATABASE_URL"}
     }
     env["ENVIRONMENT"] = "production"
+    env["PUBLIC_URL"] = "https://auth.example.com"
     result = subprocess.run(
         [sys.executable, "-c", "import app.main"],
         cwd=tmp_path,

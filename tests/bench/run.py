@@ -368,6 +368,7 @@ def main() -> int:
             "DATABASE_URL": database_url,
             "SECRET_KEY": secret,
             "ENVIRONMENT": "production",
+            "PUBLIC_URL": "http://127.0.0.1",
             "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
             "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
             "MIGRATE_ON_START": "true",

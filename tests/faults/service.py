@@ -32,6 +32,7 @@ def service_env(database_url: str, secret_key: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "SECRET_KEY": secret_key,
         "ENVIRONMENT": "production",
+        "PUBLIC_URL": "http://127.0.0.1",
         "MIGRATE_ON_START": "true",
         "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
         "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
