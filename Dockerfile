@@ -13,16 +13,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv --without-pip /opt/venv
 WORKDIR /src
 
-# The dependencies alone first, read from pyproject.toml: this layer, the slow one, is rebuilt
-# only when pyproject.toml changes, not on every change to the source.
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > requirements.txt \
-    && pip --python /opt/venv/bin/python install -r requirements.txt
+# The dependencies alone first, from the runtime lock (exact versions and their hashes, see
+# docs/dependencies.md): every build installs the same packages, a file that changed on the index
+# fails the build, and nothing outside the lock is pulled in (--no-deps). This layer, the slow
+# one, is rebuilt only when the lock changes, not on every change to the source.
+COPY requirements/runtime.txt ./requirements.txt
+RUN pip --python /opt/venv/bin/python install --require-hashes --no-deps -r requirements.txt
 
 # Then the service itself, as a wheel (not editable): the wheel carries the migration scripts
 # as app/migrations, so migration on start works from the installed package alone.
-COPY README.md alembic.ini ./
+COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY app ./app
 RUN pip --python /opt/venv/bin/python install --no-deps . \

@@ -11,13 +11,29 @@ WORKERS ?= 1
 FORWARDED_ALLOW_IPS ?=
 PROXY_FLAGS := $(if $(strip $(FORWARDED_ALLOW_IPS)),--proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)',--no-proxy-headers)
 
-.PHONY: run test fuzz lint install clean bench faults
+.PHONY: run test fuzz lint install clean bench faults lock
 
-# The virtual environment is rebuilt when pyproject.toml changes.
-$(BIN)/.installed: pyproject.toml
+# Installs come from the lock files in requirements/: exact versions with their hashes, so every
+# machine and the image get the same packages, and a changed file on the index fails the install.
+# pyproject.toml keeps the ranges (`pip install .` resolves those). The service itself is then
+# installed editable without dependencies: the lock already holds them all.
+#   requirements/runtime.txt  pyproject's dependencies: what serving needs (the Dockerfile's)
+#   requirements/dev.txt      runtime + the dev extra (tests, lint)
+#   requirements/fuzz.txt     dev + the fuzz extra
+# Each lock's pins agree with the next larger one's. After changing any dependency in
+# pyproject.toml, run `make lock` and commit requirements/ with the change: tests/test_lockfile.py
+# fails until the locks match pyproject.toml again. `make lock UPGRADE=1` moves every pin to the
+# newest release the ranges allow. See docs/dependencies.md.
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+FUZZ_LOCK := requirements/fuzz.txt
+PIP_LOCKED := $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r
+
+# The virtual environment is brought up to date when pyproject.toml or the lock changes.
+$(BIN)/.installed: pyproject.toml $(DEV_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP_LOCKED) $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 install: $(BIN)/.installed
@@ -33,8 +49,8 @@ test: $(BIN)/.installed
 
 # Property-based API fuzzing with schemathesis against a real server (a CI leg; not in `make test`).
 FUZZ_EXAMPLES ?= 200
-$(BIN)/.installed-fuzz: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev,fuzz]'
+$(BIN)/.installed-fuzz: $(BIN)/.installed $(FUZZ_LOCK)
+	$(PIP_LOCKED) $(FUZZ_LOCK)
 	@touch $@
 
 fuzz: $(BIN)/.installed-fuzz
@@ -52,6 +68,25 @@ bench: $(BIN)/.installed
 # kill -9, PostgreSQL outage (with FAULTS_DATABASE_URL) and mixed-load tests; see tests/faults.
 faults: $(BIN)/.installed
 	$(BIN)/python -m tests.faults.run
+
+# Resolution with uv (a pinned release, installed into the venv on first use): --universal
+# resolves once for every platform and Python >= 3.11, so the Python 3.12 image and a Python 3.11
+# laptop install the same pins. Each lock starts from its current pins (only what must move
+# moves) and is constrained by the next larger lock, so the three agree. Needs the package index.
+UV_VERSION := 0.13.8
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --quiet --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+
+$(BIN)/uv:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+lock: $(BIN)/uv
+	@mkdir -p requirements
+	$(UV_COMPILE) --extra dev --extra fuzz -o $(FUZZ_LOCK)
+	$(UV_COMPILE) --extra dev -c $(FUZZ_LOCK) -o $(DEV_LOCK)
+	$(UV_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK)
+	$(BIN)/python -m tests.lockfile stamp $(RUNTIME_LOCK) $(DEV_LOCK) $(FUZZ_LOCK)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check app tests alembic
