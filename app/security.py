@@ -10,7 +10,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import re
 import secrets
+import sys
 import threading
 import uuid
 from collections.abc import Sequence
@@ -35,10 +37,23 @@ CLOCK_SKEW_SECONDS = 30
 
 REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
 
-# How many verified access tokens each process remembers (a few MB at most). Checking a JWT
-# with python-jose costs more than the whole rest of a bearer request (`make bench`: hello
-# vs hello_auth), and a token that verified once verifies again until it expires.
-VERIFIED_TOKEN_CACHE_SIZE = 10_000
+# How many verified access tokens each process remembers, and how many bytes they may hold.
+# Checking a JWT with python-jose costs more than the whole rest of a bearer request
+# (`make bench`: hello vs hello_auth), and a token that verified once verifies again until it
+# expires. Our tokens are 0.3-1 KB, so the byte bound is reached first only by larger ones:
+# neither bound alone would hold memory down if tokens could be long (see MAX_TOKEN_LENGTH).
+VERIFIED_TOKEN_CACHE_ENTRIES = 10_000
+VERIFIED_TOKEN_CACHE_BYTES = 16 * 1024 * 1024
+
+# The longest token text we accept. Ours stay under 2 KB: the header and claims take a few
+# hundred characters (more with a long JWT_ISSUER), and the largest signature, RS256 with an
+# 8192-bit key, 1366. Twice that leaves room for new claims while keeping what an attacker can
+# make us parse, or hold in the cache, small.
+MAX_TOKEN_LENGTH = 4096
+
+# RFC 7515 §2 / RFC 4648 §5: base64url without padding.
+_BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_BASE64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 # JOSE headers that point at a key outside our configuration (RFC 7515 §4.1.2-4.1.6). We
 # never fetch or trust them, and a token carrying one was not made by us.
@@ -138,6 +153,94 @@ class InvalidToken(Exception):
     """The presented access token is not one we issued and would still accept."""
 
 
+def check_token_text(token: str) -> None:
+    """InvalidToken unless `token` is exactly three canonical base64url segments, not too long.
+
+    Every path that verifies a JWT calls this before decoding anything. python-jose decodes
+    base64 leniently (padding, `+` and `/`, characters outside the alphabet and set unused bits
+    are all accepted), so without it one token would have many spellings that verify: each a
+    different cache key, and, with junk appended, as large as the client likes.
+    """
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    segments = token.split(".")
+    if len(segments) != 3 or not all(_is_canonical_base64url(segment) for segment in segments):
+        raise InvalidToken("malformed token")
+
+
+def _is_canonical_base64url(segment: str) -> bool:
+    """RFC 4648 §3.5 and §5: only the alphabet, no padding, and the unused low bits zero."""
+    if _BASE64URL_SEGMENT.fullmatch(segment) is None:
+        return False
+    # Each character carries 6 bits. A final group of 2 characters encodes one byte (4 bits
+    # unused), of 3 characters two bytes (2 bits unused); 1 character encodes no whole byte.
+    unused_bits = {0: 0, 2: 4, 3: 2}.get(len(segment) % 4)
+    if unused_bits is None:
+        return False
+    last = _BASE64URL_ALPHABET.index(segment[-1])
+    return last & ((1 << unused_bits) - 1) == 0
+
+
+class VerifiedTokenCache:
+    """Claims of access tokens that verified, by their exact (canonical) text, until they expire.
+
+    Bounded in entries and in bytes: the oldest entries leave first (dicts keep insertion
+    order, so expired tokens leave soonest). `bytes` is this cache's own estimate of the memory
+    its entries hold: the token strings and the claims objects.
+    """
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[str, tuple[AccessClaims, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, *, now: float) -> AccessClaims | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        claims, _ = entry
+        if now >= claims.expires_at:
+            self._remove(token)
+            return None
+        return claims
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        size = _entry_bytes(token, claims)
+        if size > self.max_bytes:
+            return
+        if token in self._entries:
+            self._remove(token)
+        while self._entries and (
+            len(self._entries) >= self.max_entries or self.bytes + size > self.max_bytes
+        ):
+            self._remove(next(iter(self._entries)))
+        self._entries[token] = (claims, size)
+        self.bytes += size
+
+    def _remove(self, token: str) -> None:
+        _, size = self._entries.pop(token)
+        self.bytes -= size
+
+
+# Per entry beyond the token and the claims: the dict slot and the (claims, size) tuple.
+_ENTRY_OVERHEAD_BYTES = 128
+
+
+def _entry_bytes(token: str, claims: AccessClaims) -> int:
+    return (
+        sys.getsizeof(token)
+        + sys.getsizeof(claims)
+        + 2 * sys.getsizeof(claims.user_id)
+        + sys.getsizeof(claims.jti)
+        + 2 * sys.getsizeof(claims.issued_at)
+        + _ENTRY_OVERHEAD_BYTES
+    )
+
+
 class AccessTokens:
     """Issues and checks access tokens: JWTs with a pinned algorithm, known keys, required claims.
 
@@ -153,6 +256,8 @@ class AccessTokens:
         ttl_seconds: int,
         issuer: str | None,
         audience: str | None,
+        cache_entries: int = VERIFIED_TOKEN_CACHE_ENTRIES,
+        cache_bytes: int = VERIFIED_TOKEN_CACHE_BYTES,
     ) -> None:
         self._algorithm = signing_key.algorithm
         if any(key.algorithm != self._algorithm for key in verification_keys):
@@ -172,7 +277,7 @@ class AccessTokens:
             "require_aud": audience is not None,
             "leeway": 0,
         }
-        self._verified: dict[str, AccessClaims] = {}
+        self.verified = VerifiedTokenCache(max_entries=cache_entries, max_bytes=cache_bytes)
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: TokenKeys) -> AccessTokens:
@@ -223,17 +328,16 @@ class AccessTokens:
     def decode(self, token: str, *, now: dt.datetime) -> AccessClaims:
         """The token's claims, or InvalidToken for anything we would not have issued.
 
-        Tokens that verified are remembered by their exact text until they expire: only the
-        signature and claim checks are skipped, never the revocation check, which is not here.
+        The text is checked first (one spelling per token), so only canonical tokens reach
+        python-jose or the cache. Tokens that verified are remembered until they expire: only
+        the signature and claim checks are skipped, never the revocation check, not done here.
         """
-        claims = self._verified.get(token)
-        if claims is not None and now.timestamp() < claims.expires_at:
+        check_token_text(token)
+        claims = self.verified.get(token, now=now.timestamp())
+        if claims is not None:
             return claims
         claims = self._verify(token, now=now)
-        if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
-            # Oldest first (dicts keep insertion order), so expired tokens leave soonest.
-            del self._verified[next(iter(self._verified))]
-        self._verified[token] = claims
+        self.verified.put(token, claims)
         return claims
 
     def _verify(self, token: str, *, now: dt.datetime) -> AccessClaims:
