@@ -40,6 +40,10 @@ class AuditEvent(StrEnum):
     ADMIN_REVOKED = "admin_revoked"
     # reason: self or admin.
     USER_DELETED = "user_deleted"
+    # One session ended by its user (reason: self).
+    SESSION_ENDED = "session_ended"
+    # reason: self, self_except_current or admin.
+    SESSIONS_ENDED = "sessions_ended"
 
 
 def record(

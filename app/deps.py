@@ -61,10 +61,21 @@ async def get_current_user(
     user = await lookup.find(user_id=claims.user_id, family_id=claims.family_id)
     if user is None:
         raise bearer_challenge("invalid_token")
+    # The login this token belongs to, for routes that must tell "this session" from others.
+    request.state.session_id = claims.family_id
     return user
 
 
 CurrentUser = Annotated[Account, Depends(get_current_user)]
+
+
+async def get_current_session_id(request: Request, _: CurrentUser) -> uuid.UUID:
+    """The id of the session (login) the caller's access token belongs to."""
+    session_id: uuid.UUID = request.state.session_id
+    return session_id
+
+
+CurrentSessionId = Annotated[uuid.UUID, Depends(get_current_session_id)]
 
 
 async def get_admin_user(user: CurrentUser) -> Account:

@@ -33,7 +33,7 @@ from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
 from app.openapi import operation_id
 from app.ratelimit import Throttle
-from app.routers import health, tokens, users
+from app.routers import health, sessions, tokens, users
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, Passwords
 from app.services.tokens import purge_expired
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app, max_body_bytes=settings.max_body_bytes)
     configure_audit_log(settings.audit_log)
     app.include_router(users.router)
+    app.include_router(sessions.router)
     app.include_router(tokens.router)
     app.include_router(health.router)
     install_docs(app)

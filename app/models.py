@@ -85,6 +85,16 @@ class TokenFamily(Base):
     # Moves forward at each rotation: the family lives as long as its newest tokens.
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # What GET /users/me/sessions shows of the login. `ip` is the client address as the login
+    # throttle keys it (an IPv6 client by its /64); `user_agent` is cut to 256 characters.
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(256), default=None)
+    # RFC 8176 method values, space-separated ("pwd", "pwd otp mfa", "pwd mfa"), and when the
+    # login happened: every access token of the login carries them, refreshed ones included.
+    amr: Mapped[str] = mapped_column(String(32), default="pwd")
+    auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Moves at each refresh.
+    last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="token_families", lazy="raise")
     refresh_tokens: Mapped[list[RefreshToken]] = relationship(

@@ -28,6 +28,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 TAGS: list[dict[str, str]] = [
     {"name": "accounts", "description": "Sign up, and manage your own account."},
     {"name": "tokens", "description": "OAuth 2.0: log in, refresh, revoke, log out."},
+    {"name": "sessions", "description": "See where you are logged in; end one login or all."},
     {"name": "users", "description": "Look up other users."},
     {"name": "admin", "description": "Administrators only: change or remove any user."},
     {"name": "health", "description": "Liveness and readiness probes."},

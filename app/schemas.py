@@ -164,6 +164,38 @@ class UserPage(BaseModel):
     )
 
 
+def _iso_utc(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class SessionOut(BaseModel):
+    """One login: every access and refresh token descended from one password grant."""
+
+    id: uuid.UUID
+    created_at: dt.datetime
+    last_used_at: dt.datetime = Field(description="The login, or its latest refresh.")
+    expires_at: dt.datetime = Field(description="When its refresh token expires, unless used.")
+    ip: str | None = Field(
+        description="The client address at login, as the login throttle sees it "
+        "(an IPv6 client by its /64 block)."
+    )
+    user_agent: str | None = Field(
+        description="The login request's User-Agent, at most 256 characters."
+    )
+    amr: list[str] = Field(
+        description='How the login was proven (RFC 8176): ["pwd"], ["pwd", "otp", "mfa"] or ["pwd", "mfa"].'
+    )
+    current: bool = Field(description="Whether the access token of this request belongs to it.")
+
+    @field_serializer("created_at", "last_used_at", "expires_at")
+    def _utc_iso(self, value: dt.datetime) -> str:
+        return _iso_utc(value)
+
+
+class SessionsOut(BaseModel):
+    sessions: list[SessionOut] = Field(description="Live sessions, newest first.")
+
+
 class TokenRequest(BaseModel):
     """The form of POST /token (RFC 6749 §4.3.2 and §6), for the OpenAPI document.
 

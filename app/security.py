@@ -35,7 +35,7 @@ HASH_THREAD_NICENESS = 10
 # between replicas, not tokens minted for later.
 CLOCK_SKEW_SECONDS = 30
 
-REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti")
+REQUIRED_CLAIMS = ("sub", "sid", "exp", "iat", "jti", "amr", "auth_time")
 
 # How many verified access tokens each process remembers, and how many bytes they may hold.
 # Checking a JWT with python-jose costs more than the whole rest of a bearer request
@@ -147,6 +147,8 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     jti: str
+    amr: tuple[str, ...]
+    auth_time: int
 
 
 class InvalidToken(Exception):
@@ -289,7 +291,16 @@ class AccessTokens:
             audience=settings.jwt_audience,
         )
 
-    def issue(self, *, user_id: uuid.UUID, family_id: uuid.UUID, now: dt.datetime) -> str:
+    def issue(
+        self,
+        *,
+        user_id: uuid.UUID,
+        family_id: uuid.UUID,
+        amr: Sequence[str],
+        auth_time: dt.datetime,
+        now: dt.datetime,
+    ) -> str:
+        """A token of the login `family_id`; `amr` and `auth_time` are the login's (RFC 8176)."""
         issued_at = int(now.timestamp())
         claims: dict[str, Any] = {
             "sub": str(user_id),
@@ -297,6 +308,8 @@ class AccessTokens:
             "iat": issued_at,
             "exp": issued_at + self.ttl_seconds,
             "jti": secrets.token_urlsafe(16),
+            "amr": list(amr),
+            "auth_time": int(auth_time.timestamp()),
         }
         if self._issuer is not None:
             claims["iss"] = self._issuer
@@ -358,6 +371,12 @@ class AccessTokens:
             expires_at = int(claims["exp"])
             if not isinstance(claims["jti"], str):
                 raise InvalidToken("bad jti")
+            amr = claims["amr"]
+            if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+                raise InvalidToken("bad amr")
+            auth_time = claims["auth_time"]
+            if not isinstance(auth_time, int) or isinstance(auth_time, bool):
+                raise InvalidToken("bad auth_time")
             user_id = uuid.UUID(claims["sub"])
             family_id = uuid.UUID(claims["sid"])
         # python-jose raises TypeError/ValueError/OverflowError for some malformed claim
@@ -372,6 +391,8 @@ class AccessTokens:
             issued_at=issued_at,
             expires_at=expires_at,
             jti=claims["jti"],
+            amr=tuple(amr),
+            auth_time=auth_time,
         )
 
 

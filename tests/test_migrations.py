@@ -48,12 +48,32 @@ async def test_downgrade_to_base_and_upgrade_again(empty_database_url):
     assert await _schema_differences(empty_database_url) == []
 
 
-async def test_each_revision_downgrades_one_step(empty_database_url):
-    await asyncio.to_thread(upgrade_blocking, empty_database_url)
-    await asyncio.to_thread(downgrade_blocking, empty_database_url, "-1")
+async def test_each_revision_downgrades_one_step_and_upgrades_again(empty_database_url):
+    from alembic.script import ScriptDirectory
 
-    tables = await _tables(empty_database_url)
-    assert "users" in tables and "refresh_tokens" not in tables
+    from app.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config(empty_database_url))
+    revisions = [revision.revision for revision in script.walk_revisions()]  # head first
+    await asyncio.to_thread(upgrade_blocking, empty_database_url)
+
+    for below in [*revisions[1:], "base"]:
+        await asyncio.to_thread(downgrade_blocking, empty_database_url, "-1")
+        await asyncio.to_thread(upgrade_blocking, empty_database_url, "+1")
+        await asyncio.to_thread(downgrade_blocking, empty_database_url, "-1")
+        assert await _current_revision(empty_database_url) == (None if below == "base" else below)
+
+    assert await _tables(empty_database_url) <= {"alembic_version"}
+
+
+async def _current_revision(url: str) -> str | None:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        revision = await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    await engine.dispose()
+    return revision
 
 
 async def test_the_service_migrates_an_empty_database_on_start(empty_database_url):

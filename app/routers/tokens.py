@@ -30,6 +30,7 @@ from app.schemas import (
 )
 from app.security import InvalidToken
 from app.services import tokens, users
+from app.services.tokens import PASSWORD_ONLY, LoginContext
 
 router = APIRouter(tags=["tokens"])
 
@@ -54,6 +55,18 @@ TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def refresh_ttl(request: Request) -> dt.timedelta:
     return dt.timedelta(seconds=request.app.state.settings.refresh_token_ttl_seconds)
+
+
+def login_context(
+    request: Request, address: str, amr: tuple[str, ...] = PASSWORD_ONLY
+) -> LoginContext:
+    """What the session of a login opened by this request records: address, client, method."""
+    user_agent = request.headers.get("user-agent")
+    if user_agent is not None:
+        # Header values arrive as Latin-1 text; control characters have no business in a
+        # session list (and PostgreSQL cannot store NUL).
+        user_agent = "".join(char for char in user_agent[:512] if char.isprintable()) or None
+    return LoginContext(ip=address, user_agent=user_agent, amr=amr)
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -115,6 +128,7 @@ async def issue_token(
                 user_id=user_id,
                 access_tokens=access_tokens,
                 refresh_ttl=refresh_ttl(request),
+                context=login_context(request, address),
                 now=now,
             )
         except InvalidCredentials as exc:

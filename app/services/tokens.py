@@ -15,6 +15,14 @@ from app.models import RefreshToken, TokenFamily, User
 from app.security import AccessTokens, hash_refresh_token, new_refresh_token
 from app.transactions import Prepared, Statements, Transactions
 
+# RFC 8176 §2 method values of a login, as access tokens carry them in `amr`.
+PASSWORD_ONLY = ("pwd",)
+PASSWORD_AND_OTP = ("pwd", "otp", "mfa")
+PASSWORD_AND_RECOVERY_CODE = ("pwd", "mfa")
+
+# How much of a login request's User-Agent a session keeps (API.md, Sessions).
+USER_AGENT_MAX_LENGTH = 256
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedTokens:
@@ -23,6 +31,15 @@ class IssuedTokens:
     refresh_token: str
     user_id: uuid.UUID
     family_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class LoginContext:
+    """Where a login comes from and how it was proven: what its session shows and its tokens carry."""
+
+    ip: str | None
+    user_agent: str | None
+    amr: tuple[str, ...] = PASSWORD_ONLY
 
 
 INSERT_FAMILY = Prepared.insert(TokenFamily.__table__)
@@ -37,6 +54,8 @@ REFRESH_TOKEN_STATE = Prepared(
         RefreshToken.used_at,
         TokenFamily.revoked_at,
         TokenFamily.user_id,
+        TokenFamily.amr,
+        TokenFamily.auth_time,
         User.is_active,
     )
     .join(TokenFamily, RefreshToken.family_id == TokenFamily.id)
@@ -51,7 +70,7 @@ SPEND_REFRESH_TOKEN = Prepared(
 EXTEND_FAMILY = Prepared(
     update(TokenFamily)
     .where(TokenFamily.id == bindparam("family_id"))
-    .values(expires_at=bindparam("new_expiry"))
+    .values(expires_at=bindparam("new_expiry"), last_used_at=bindparam("now"))
 )
 REVOKE_FAMILY_STATEMENT = (
     update(TokenFamily)
@@ -63,38 +82,107 @@ REVOKE_FAMILY = Prepared(REVOKE_FAMILY_STATEMENT)
 REUSED = "Refresh token has already been used; the login has been revoked"
 
 
+def family_row(
+    *,
+    family_id: uuid.UUID,
+    user_id: uuid.UUID,
+    context: LoginContext,
+    now: dt.datetime,
+    expires_at: dt.datetime,
+) -> dict[str, object]:
+    """The token_families row of a login opened now: every column, for INSERT_FAMILY."""
+    user_agent = context.user_agent
+    return {
+        "id": family_id,
+        "user_id": user_id,
+        "created_at": now,
+        "expires_at": expires_at,
+        "revoked_at": None,
+        "ip": context.ip,
+        "user_agent": user_agent[:USER_AGENT_MAX_LENGTH] if user_agent is not None else None,
+        "amr": " ".join(context.amr),
+        "auth_time": now,
+        "last_used_at": now,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class NewLogin:
+    """The rows that open a login, made before its transaction, and the tokens to hand out."""
+
+    family: dict[str, object]
+    first_token: dict[str, object]
+    refresh_token: str
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+    amr: tuple[str, ...]
+    now: dt.datetime
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        user_id: uuid.UUID,
+        context: LoginContext,
+        refresh_ttl: dt.timedelta,
+        now: dt.datetime,
+    ) -> NewLogin:
+        family_id = uuid.uuid4()
+        expires_at = now + refresh_ttl
+        refresh_token = new_refresh_token()
+        return cls(
+            family=family_row(
+                family_id=family_id,
+                user_id=user_id,
+                context=context,
+                now=now,
+                expires_at=expires_at,
+            ),
+            first_token=_refresh_token_row(
+                refresh_token, family_id, now=now, expires_at=expires_at
+            ),
+            refresh_token=refresh_token,
+            user_id=user_id,
+            family_id=family_id,
+            amr=context.amr,
+            now=now,
+        )
+
+    def insert(self, statements: Statements) -> None:
+        """Inside a unit of work: write the login's family and its first refresh token."""
+        statements.execute(INSERT_FAMILY, self.family)
+        statements.execute(INSERT_REFRESH_TOKEN, self.first_token)
+
+    def issue(self, access_tokens: AccessTokens) -> IssuedTokens:
+        return _issued(
+            access_tokens,
+            self.refresh_token,
+            user_id=self.user_id,
+            family_id=self.family_id,
+            amr=self.amr,
+            auth_time=self.now,
+            now=self.now,
+        )
+
+
 async def start_login(
     db: Transactions,
     *,
     user_id: uuid.UUID,
     access_tokens: AccessTokens,
     refresh_ttl: dt.timedelta,
+    context: LoginContext,
     now: dt.datetime,
 ) -> IssuedTokens:
     """Open a new token family for a successful password grant and issue its first pair."""
-    family_id = uuid.uuid4()
-    expires_at = now + refresh_ttl
-    refresh_token = new_refresh_token()
-    family = {
-        "id": family_id,
-        "user_id": user_id,
-        "created_at": now,
-        "expires_at": expires_at,
-        "revoked_at": None,
-    }
-    first_token = _refresh_token_row(refresh_token, family_id, now=now, expires_at=expires_at)
-
-    def insert_login(statements: Statements) -> None:
-        statements.execute(INSERT_FAMILY, family)
-        statements.execute(INSERT_REFRESH_TOKEN, first_token)
-
+    login = NewLogin.make(user_id=user_id, context=context, refresh_ttl=refresh_ttl, now=now)
     try:
-        await db.write(insert_login)
+        await db.write(login.insert)
     except IntegrityError:
         # The account was deleted while its password was being checked (no connection is
         # held across the hash): to the client, an unknown email. Found by the fault tests.
         raise InvalidCredentials("unknown_email", user_id) from None
-    return _issued(access_tokens, refresh_token, user_id=user_id, family_id=family_id, now=now)
+    return login.issue(access_tokens)
 
 
 def _refresh_token_row(
@@ -116,10 +204,14 @@ def _issued(
     *,
     user_id: uuid.UUID,
     family_id: uuid.UUID,
+    amr: tuple[str, ...],
+    auth_time: dt.datetime,
     now: dt.datetime,
 ) -> IssuedTokens:
     return IssuedTokens(
-        access_token=access_tokens.issue(user_id=user_id, family_id=family_id, now=now),
+        access_token=access_tokens.issue(
+            user_id=user_id, family_id=family_id, amr=amr, auth_time=auth_time, now=now
+        ),
         expires_in=access_tokens.ttl_seconds,
         refresh_token=refresh_token,
         user_id=user_id,
@@ -133,6 +225,8 @@ class _Rotation:
 
     user_id: uuid.UUID | None = None
     family_id: uuid.UUID | None = None
+    amr: str = ""
+    auth_time: dt.datetime | None = None
     refused: str | None = None
     reused_by: uuid.UUID | None = None  # set when the refusal is reuse: the login's user
 
@@ -163,13 +257,19 @@ async def rotate_refresh_token(
             spent = statements.execute(SPEND_REFRESH_TOKEN, {"token_id": row.id, "now": now})
             if spent.rowcount == 1:
                 statements.execute(
-                    EXTEND_FAMILY, {"family_id": row.family_id, "new_expiry": new_expiry}
+                    EXTEND_FAMILY,
+                    {"family_id": row.family_id, "new_expiry": new_expiry, "now": now},
                 )
                 statements.execute(
                     INSERT_REFRESH_TOKEN,
                     _refresh_token_row(new_token, row.family_id, now=now, expires_at=new_expiry),
                 )
-                return _Rotation(user_id=row.user_id, family_id=row.family_id)
+                return _Rotation(
+                    user_id=row.user_id,
+                    family_id=row.family_id,
+                    amr=row.amr,
+                    auth_time=row.auth_time,
+                )
         elif row.used_at is None:
             if row.expires_at <= now:
                 return _Rotation(refused="Refresh token has expired")
@@ -184,8 +284,16 @@ async def rotate_refresh_token(
     if outcome.refused is not None:
         raise InvalidRefreshToken(outcome.refused, reused_by=outcome.reused_by)
     assert outcome.user_id is not None and outcome.family_id is not None
+    assert outcome.auth_time is not None
+    # The new pair belongs to the same login: its amr and auth_time, not the refresh's.
     return _issued(
-        access_tokens, new_token, user_id=outcome.user_id, family_id=outcome.family_id, now=now
+        access_tokens,
+        new_token,
+        user_id=outcome.user_id,
+        family_id=outcome.family_id,
+        amr=tuple(outcome.amr.split()),
+        auth_time=outcome.auth_time,
+        now=now,
     )
 
 
