@@ -37,4 +37,10 @@ test -f "$work/elsewhere/db/secret_key"
 # /docs serves Swagger UI from the installed fastapi-offline package, not from a CDN.
 curl -fsS "$base/docs" | grep -q '/docs/assets/swagger-ui-bundle.js'
 curl -fsS "$base/docs/assets/swagger-ui-bundle.js" >/dev/null
-echo "installed package: migrated on start from $(pwd), signup and login work"
+# The account pages render from templates shipped in the wheel, with their script and style.
+# (Read whole before grep: `grep -q` stops reading early and fails curl under pipefail.)
+grep -q 'static/recovery.js' <<<"$(curl -fsS "$base/password-reset")"
+grep -q '>Confirm</button>' <<<"$(curl -fsS "$base/email-verification")"
+grep -q 'replaceState' <<<"$(curl -fsS "$base/static/recovery.js")"
+curl -fsS "$base/static/pages.css" >/dev/null
+echo "installed package: migrated on start from $(pwd), signup, login and the account pages work"

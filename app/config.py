@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     secret_key: SecretStr | None = None
     environment: Literal["development", "production", "test"] = "development"
+    # The name people see on the account pages (and in mail): the operator's, not ours.
+    product_name: str = "Passgate"
 
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 1_209_600
@@ -132,6 +134,14 @@ class Settings(BaseSettings):
         if count != 1:
             raise ValueError('must be one rate, such as "10/minute" or "30 per 5 minutes"')
         return value
+
+    @field_validator("product_name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        # It lands in page titles and mail headers: one line of printable text.
+        if not value.strip() or len(value) > 100 or not value.isprintable():
+            raise ValueError("must be 1 to 100 printable characters on one line")
+        return value.strip()
 
     @field_validator("redis_url")
     @classmethod

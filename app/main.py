@@ -32,6 +32,7 @@ from app.lookups import TokenUserLookup
 from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
 from app.openapi import operation_id
+from app.pages import install_pages
 from app.ratelimit import Throttle
 from app.routers import health, sessions, tokens, users
 from app.schemas import ValidationErrorOut
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(health.router)
     install_docs(app)
+    install_pages(app)
     return app
 
 
