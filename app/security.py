@@ -14,7 +14,9 @@ import re
 import secrets
 import sys
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,11 +27,19 @@ from jose.exceptions import JWKError, JWTError
 from passlib.context import CryptContext
 
 from app.config import Settings
+from app.hash_formats import UnacceptableHash, identify, verify_werkzeug
 from app.keys import SigningKey, TokenKeys, VerificationKey
 
 # Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
 # storm of logins slows other logins down, not every other request.
 HASH_THREAD_NICENESS = 10
+
+# Schemes of imported hashes that libpass verifies; Werkzeug's are verified by
+# app/hash_formats.py. Argon2 hashes, ours or imported, go through the native context.
+IMPORTED_SCHEMES = ("bcrypt", "pbkdf2_sha256", "pbkdf2_sha512", "django_pbkdf2_sha256")
+
+# How many recent verifications of imported hashes set the time a failed login takes.
+IMPORTED_TIMINGS_KEPT = 64
 
 # How far in the future an `iat` may lie before the token is refused: covers clock skew
 # between replicas, not tokens minted for later.
@@ -82,6 +92,12 @@ class Passwords:
             thread_name_prefix="passgate-hash",
             initializer=_lower_thread_priority,
         )
+        self._imported = CryptContext(schemes=list(IMPORTED_SCHEMES))
+        self._memory_kib = memory_kib
+        self._time_cost = time_cost
+        # Seconds that recent verifications of imported hashes took: a failed login lasts at
+        # least as long as the slowest of them (see verify_and_update).
+        self._imported_timings: deque[float] = deque(maxlen=IMPORTED_TIMINGS_KEPT)
         self._counter_lock = threading.Lock()
         self.in_progress = 0  # hashes running right now, for tests and diagnostics
         # Hashes started so far: what login traffic has cost this process. Tests read it to
@@ -118,19 +134,81 @@ class Passwords:
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Costs the same with or without a stored hash, so unknown emails don't answer faster."""
-        if password_hash is None:
-            await self._run(self._context.dummy_verify)
-            return False
-        return await self._run(self._context.verify, password, password_hash)
+        matches, _ = await self._verify_padded(password, password_hash, upgrade=False)
+        return matches
 
     async def verify_and_update(
         self, password: str, password_hash: str | None
     ) -> tuple[bool, str | None]:
-        """(matches, new hash) where a new hash is returned when the stored one uses old parameters."""
+        """(matches, new hash): a new Argon2id hash when the stored one is imported or older.
+
+        A failure lasts at least as long as the slowest recent verification of an imported
+        hash: without that, an unknown email (one Argon2id of ours) would answer faster than
+        an imported account whose old format is slower, and tell the two apart.
+        """
+        return await self._verify_padded(password, password_hash, upgrade=True)
+
+    async def _verify_padded(
+        self, password: str, password_hash: str | None, *, upgrade: bool
+    ) -> tuple[bool, str | None]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         if password_hash is None:
             await self._run(self._context.dummy_verify)
+            matches, new_hash = False, None
+        else:
+            matches, new_hash = await self._run(
+                self._verify_blocking, password, password_hash, upgrade
+            )
+        if not matches and self._imported_timings:
+            # A sleep on the event loop: the padding costs no hashing thread and no CPU.
+            remaining = max(self._imported_timings) - (loop.time() - started)
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+        return matches, new_hash
+
+    def _verify_blocking(
+        self, password: str, password_hash: str, upgrade: bool
+    ) -> tuple[bool, str | None]:
+        """On a hashing thread: check the hash's format and bounds, then verify it."""
+        try:
+            found = identify(
+                password_hash,
+                max_argon2_memory_kib=self._memory_kib,
+                max_argon2_time_cost=self._time_cost,
+            )
+        except UnacceptableHash:
+            # Written some other way, or outside today's bounds: never verified, and it costs
+            # what an unknown email costs.
+            self._context.dummy_verify()
             return False, None
-        return await self._run(self._context.verify_and_update, password, password_hash)
+        if found.scheme == "argon2":
+            if upgrade:
+                return self._context.verify_and_update(password, password_hash)
+            return self._context.verify(password, password_hash), None
+        started = time.perf_counter()
+        matches = self._verify_imported(password, password_hash, found)
+        self._imported_timings.append(time.perf_counter() - started)
+        if matches and upgrade:
+            return True, self._context.hash(password)
+        return matches, None
+
+    def _verify_imported(self, password: str, password_hash: str, found: Any) -> bool:
+        # The old system hashed the password exactly as the user typed it, in UTF-8, so that
+        # is what is verified here: no normalisation the old system did not do.
+        try:
+            secret = password.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no old system could have hashed it
+            self._context.dummy_verify()
+            return False
+        limit = found.max_password_bytes
+        if limit is not None and (len(secret) > limit or b"\0" in secret):
+            # bcrypt cannot take it: an ordinary failure (API.md), at the usual cost.
+            self._context.dummy_verify()
+            return False
+        if found.werkzeug is not None:
+            return verify_werkzeug(password, found.werkzeug)
+        return bool(self._imported.verify(password, password_hash))
 
     def hash_blocking(self, password: str) -> str:
         """For the command line and measurements, where no event loop is running."""
