@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -17,7 +18,7 @@ from app.keys import DEFAULT_RSA_BITS, MIN_RSA_BITS, generate_private_key_pem
 from app.migrate import upgrade_to_head
 from app.schemas import Email, Name, NewPassword
 from app.security import Passwords
-from app.services import users
+from app.services import imports, users
 from app.transactions import Transactions
 
 
@@ -78,6 +79,64 @@ async def create_admin(
     return f"{verb} {user.email} ({user.id})"
 
 
+async def import_users(
+    settings: Settings,
+    *,
+    file: str | None,
+    flask_tutorial: str | None,
+    dry_run: bool,
+    emit: Callable[[str], None] = print,
+) -> imports.ImportReport:
+    """Import accounts with their password hashes from a JSON-lines file or a tutorial database."""
+    try:
+        rows = (
+            imports.read_flask_tutorial(Path(flask_tutorial))
+            if flask_tutorial is not None
+            else imports.read_json_lines(Path(file or ""))
+        )
+        if settings.migrate_on_start:
+            await upgrade_to_head(settings.database_url)
+        engine = make_engine(settings.database_url)
+        db = Transactions(engine)
+        try:
+            return await imports.import_users(
+                db,
+                rows,
+                dry_run=dry_run,
+                max_argon2_memory_kib=settings.password_hash_memory_kib,
+                max_argon2_time_cost=settings.password_hash_time_cost,
+                emit=emit,
+            )
+        finally:
+            await db.close()
+            await engine.dispose()
+    except imports.ImportSourceError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _add_import_users_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "import-users",
+        help="import accounts with their existing password hashes",
+        description="Create an account for each row of FILE (JSON lines: email, name, "
+        "password_hash, and optionally email_verified, is_admin, created_at), or of the Flask "
+        "JWT tutorial's SQLite database. Rows whose address is registered are skipped; rows "
+        "with a weak, unknown or too costly hash are rejected. Prints a line per skipped or "
+        "rejected row and a summary; exits 1 when a row was rejected. Safe to run again.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", metavar="FILE", help="a JSON-lines file")
+    source.add_argument(
+        "--from-flask-tutorial",
+        metavar="DB",
+        dest="flask_tutorial",
+        help="the tutorial app's SQLite file (opened read-only)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check every row and report, but write nothing"
+    )
+
+
 def generate_key(*, algorithm: str, rsa_bits: int) -> str:
     """A new unencrypted PKCS#8 PEM private key for JWT_PRIVATE_KEY_FILE."""
     try:
@@ -115,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--email", required=True)
     admin.add_argument("--name")
     _add_generate_key_parser(commands)
+    _add_import_users_parser(commands)
     return parser
 
 
@@ -127,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         if args.command == "create-admin":
             print(asyncio.run(create_admin(settings, email=args.email, name=args.name)))
+        elif args.command == "import-users":
+            report = asyncio.run(
+                import_users(
+                    settings,
+                    file=args.file,
+                    flask_tutorial=args.flask_tutorial,
+                    dry_run=args.dry_run,
+                    emit=lambda line: print(line, flush=True),
+                )
+            )
+            print(report.summary())
+            return 1 if report.rejected else 0
     except ValidationError as exc:
         print(f"passgate: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2

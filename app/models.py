@@ -13,14 +13,35 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
 
+UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+UUID7_COUNTER_BITS = 42  # RFC 9562 §6.2, method 1: rand_a and the top of rand_b
 
-def uuid7() -> uuid.UUID:
+
+def uuid7(at: dt.datetime | None = None, *, sequence: int | None = None) -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 §5.7): 48 bits of Unix milliseconds, then random bits.
 
     Sorting users by id sorts them by creation time, so one primary-key index serves both
-    lookups and keyset pagination.
+    lookups and keyset pagination. `at` makes the id of a row created then (an imported
+    account keeps its place in the list); `sequence` fills the 42 bits after the time with a
+    counter, so ids made for one millisecond sort in the order they were made.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    if at is None:
+        milliseconds = time.time_ns() // 1_000_000
+    else:
+        milliseconds = (at - UNIX_EPOCH) // dt.timedelta(milliseconds=1)
+        if not 0 <= milliseconds < 1 << 48:
+            raise ValueError("a time-ordered id needs a time between 1970 and 10889")
+    if sequence is None:
+        value = milliseconds << 80 | int.from_bytes(os.urandom(10))
+    else:
+        if not 0 <= sequence < 1 << UUID7_COUNTER_BITS:
+            raise ValueError("sequence out of range")
+        value = (
+            milliseconds << 80
+            | (sequence >> 30) << 64
+            | (sequence & (1 << 30) - 1) << 32
+            | int.from_bytes(os.urandom(4))
+        )
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
     return uuid.UUID(int=value)
