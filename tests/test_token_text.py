@@ -172,7 +172,9 @@ def _access_tokens(**options) -> AccessTokens:
 def _fill(access_tokens: AccessTokens, count: int) -> None:
     now = dt.datetime.now(dt.UTC)
     for _ in range(count):
-        token = access_tokens.issue(user_id=uuid.uuid4(), family_id=uuid.uuid4(), now=now)
+        token = access_tokens.issue(
+            user_id=uuid.uuid4(), family_id=uuid.uuid4(), amr=["pwd"], auth_time=now, now=now
+        )
         access_tokens.decode(token, now=now)
 
 
@@ -200,7 +202,9 @@ def test_the_cache_stays_within_its_entry_bound():
 def test_a_cached_token_verifies_again_from_the_cache():
     access_tokens = _access_tokens(issuer=None)
     now = dt.datetime.now(dt.UTC)
-    token = access_tokens.issue(user_id=uuid.uuid4(), family_id=uuid.uuid4(), now=now)
+    token = access_tokens.issue(
+        user_id=uuid.uuid4(), family_id=uuid.uuid4(), amr=["pwd"], auth_time=now, now=now
+    )
     claims = access_tokens.decode(token, now=now)
     assert access_tokens.decode(token, now=now) is claims
     assert len(access_tokens.verified) == 1
