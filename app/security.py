@@ -6,9 +6,12 @@ The only module that imports passlib and python-jose: replacing either touches t
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from jose import jwk, jwt
 from jose.exceptions import JWKError, JWTError
@@ -64,6 +68,11 @@ MAX_TOKEN_LENGTH = 4096
 # RFC 7515 §2 / RFC 4648 §5: base64url without padding.
 _BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _BASE64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+# RFC 9068 §2.1: the media type of a JWT access token. Verification refuses any other `typ`
+# (RFC 8725 §3.11), so no other JWT signed with the same key (an ID token, a mail link, a
+# token of another service sharing the key) can pass as an access token.
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 
 # JOSE headers that point at a key outside our configuration (RFC 7515 §4.1.2-4.1.6). We
 # never fetch or trust them, and a token carrying one was not made by us.
@@ -321,6 +330,11 @@ def _entry_bytes(token: str, claims: AccessClaims) -> int:
     )
 
 
+def issuer_of(settings: Settings) -> str:
+    """The `iss` of every token and the metadata's `issuer`: JWT_ISSUER, else PUBLIC_URL."""
+    return settings.jwt_issuer or settings.public_url
+
+
 class AccessTokens:
     """Issues and checks access tokens: JWTs with a pinned algorithm, known keys, required claims.
 
@@ -334,7 +348,7 @@ class AccessTokens:
         signing_key: SigningKey,
         verification_keys: Sequence[VerificationKey],
         ttl_seconds: int,
-        issuer: str | None,
+        issuer: str,
         audience: str | None,
         cache_entries: int = VERIFIED_TOKEN_CACHE_ENTRIES,
         cache_bytes: int = VERIFIED_TOKEN_CACHE_BYTES,
@@ -344,16 +358,17 @@ class AccessTokens:
             raise ValueError("every verification key must use the signing key's algorithm")
         # Keys are prepared once: python-jose would otherwise parse a PEM at every call.
         self._signer = jwk.construct(signing_key.key, self._algorithm)
-        self._signing_headers = {"kid": signing_key.kid} if signing_key.kid is not None else None
+        self._signing_headers: dict[str, str] = {"typ": ACCESS_TOKEN_TYPE}
+        if signing_key.kid is not None:
+            self._signing_headers["kid"] = signing_key.kid
         self._verifiers = {
             key.kid: jwk.construct(key.key, self._algorithm) for key in verification_keys
         }
         self.ttl_seconds = ttl_seconds
-        self._issuer = issuer
-        self._audience = audience
+        self.issuer = issuer
+        self.audience = audience
         self._options = {
-            **{f"require_{claim}": True for claim in ("exp", "iat", "sub", "jti")},
-            "require_iss": issuer is not None,
+            **{f"require_{claim}": True for claim in ("exp", "iat", "sub", "jti", "iss")},
             "require_aud": audience is not None,
             "leeway": 0,
         }
@@ -365,7 +380,7 @@ class AccessTokens:
             signing_key=keys.signing,
             verification_keys=keys.verifying,
             ttl_seconds=settings.access_token_ttl_seconds,
-            issuer=settings.jwt_issuer,
+            issuer=issuer_of(settings),
             audience=settings.jwt_audience,
         )
 
@@ -388,11 +403,10 @@ class AccessTokens:
             "jti": secrets.token_urlsafe(16),
             "amr": list(amr),
             "auth_time": int(auth_time.timestamp()),
+            "iss": self.issuer,
         }
-        if self._issuer is not None:
-            claims["iss"] = self._issuer
-        if self._audience is not None:
-            claims["aud"] = self._audience
+        if self.audience is not None:
+            claims["aud"] = self.audience
         return jwt.encode(
             claims, self._signer, algorithm=self._algorithm, headers=self._signing_headers
         )
@@ -402,6 +416,9 @@ class AccessTokens:
         # RFC 7515 §4.1.11: a critical extension we don't implement must be refused.
         if "crit" in header:
             raise InvalidToken("unsupported critical header")
+        # RFC 8725 §3.11 and RFC 9068 §4: only a token typed as an access token is one.
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise InvalidToken("not an access token")
         # RFC 8725 §3.1, §2.6: the algorithm is ours to choose, and keys come from our
         # configuration, never from a URL or a key embedded in the token.
         if header.get("alg") != self._algorithm:
@@ -439,8 +456,8 @@ class AccessTokens:
                 token,
                 verifier,
                 algorithms=[self._algorithm],
-                audience=self._audience,
-                issuer=self._issuer,
+                audience=self.audience,
+                issuer=self.issuer,
                 options=self._options,
             )
             if any(claim not in claims for claim in REQUIRED_CLAIMS):
@@ -472,6 +489,65 @@ class AccessTokens:
             amr=tuple(amr),
             auth_time=auth_time,
         )
+
+
+class IntrospectionClients:
+    """The resource servers allowed to introspect, checked by HTTP Basic in constant time.
+
+    Ids and secrets are compared as SHA-256 digests with hmac.compare_digest, against every
+    configured client whatever matched before: the time taken says nothing about how much of
+    an id or a secret was right, nor which client it was.
+    """
+
+    def __init__(self, clients: Sequence[tuple[str, str]]) -> None:
+        self._clients = [
+            (client_id, _digest(client_id), _digest(secret)) for client_id, secret in clients
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntrospectionClients:
+        return cls(
+            [
+                (client.client_id, client.secret.get_secret_value())
+                for client in settings.introspection_clients
+            ]
+        )
+
+    def authenticate(self, authorization: str | None) -> str | None:
+        """The client id an `Authorization: Basic ...` header proves, or None."""
+        credentials = _basic_credentials(authorization)
+        if credentials is None:
+            return None
+        id_digest, secret_digest = _digest(credentials[0]), _digest(credentials[1])
+        matched = None
+        for client_id, expected_id, expected_secret in self._clients:
+            # `&`, not `and`: both comparisons run for every client.
+            if hmac.compare_digest(id_digest, expected_id) & hmac.compare_digest(
+                secret_digest, expected_secret
+            ):
+                matched = client_id
+        return matched
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """(id, secret) from an RFC 7617 Basic header, form-decoded as RFC 6749 §2.3.1 says."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # not base64, or not UTF-8
+        return None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        return None
+    return unquote_plus(client_id), unquote_plus(secret)
 
 
 def new_refresh_token() -> str:

@@ -65,6 +65,8 @@ def kid_of(pem: bytes) -> str:
 
 
 def signed(claims: dict[str, Any], pem: bytes, algorithm: str, **headers: Any) -> str:
+    """Signed as the service signs (typed at+jwt) unless the headers say otherwise."""
+    headers = {"typ": "at+jwt", **headers}
     return jwt.encode(claims, pem.decode(), algorithm=algorithm, headers=headers)
 
 

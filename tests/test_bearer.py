@@ -30,7 +30,8 @@ def _claims_like(user: dict) -> dict:
 
 
 def _sign(claims: dict, *, key: str = TEST_SECRET, algorithm: str = "HS256", **headers) -> str:
-    return jwt.encode(claims, key, algorithm=algorithm, headers=headers or None)
+    """Signed as the service signs (typed at+jwt) unless the headers say otherwise."""
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"typ": "at+jwt", **headers})
 
 
 async def test_no_token_gets_a_bare_bearer_challenge(client):

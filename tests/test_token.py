@@ -139,13 +139,19 @@ async def test_scope_is_accepted_and_ignored(client):
     assert response.status_code == 200
 
 
-async def test_issuer_and_audience_are_set_and_checked_when_configured(client, app):
+async def test_without_jwt_issuer_tokens_carry_the_public_url_and_no_audience(client, app):
     settings = app.state.settings
     assert settings.jwt_issuer is None
     user = await new_user(client)
     claims = jwt.get_unverified_claims(user["access_token"])
-    assert "iss" not in claims and "aud" not in claims
+    assert claims["iss"] == settings.public_url == "http://127.0.0.1:8000"
+    assert "aud" not in claims
     # A token carrying an audience we were not configured with is refused.
-    forged = jwt.encode({**claims, "aud": "someone-else"}, TEST_SECRET, algorithm="HS256")
+    forged = jwt.encode(
+        {**claims, "aud": "someone-else"},
+        TEST_SECRET,
+        algorithm="HS256",
+        headers={"typ": "at+jwt"},
+    )
     response = await client.get("/users/me", headers=bearer(forged))
     assert response.status_code == 401
