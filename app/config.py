@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -42,6 +43,32 @@ PLACEHOLDER_SECRETS = frozenset(
         "09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7",  # FastAPI tutorial
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionClient:
+    """A resource server allowed to call /introspect; `repr` never shows the secret."""
+
+    client_id: str
+    secret: SecretStr
+
+    @classmethod
+    def parse_all(cls, value: str) -> tuple[IntrospectionClient, ...]:
+        clients: list[IntrospectionClient] = []
+        for pair in (item.strip() for item in value.split(",")):
+            if not pair:
+                continue
+            client_id, colon, secret = pair.partition(":")
+            client_id, secret = client_id.strip(), secret.strip()
+            # RFC 7617 §2: a Basic user-id cannot hold a colon, so the first one separates.
+            if not colon or not client_id or not secret:
+                raise ValueError("must be id:secret pairs separated by commas")
+            if any(not character.isprintable() for character in pair):
+                raise ValueError("must not contain control characters")
+            if any(client.client_id == client_id for client in clients):
+                raise ValueError(f"names the client {client_id!r} twice")
+            clients.append(cls(client_id, SecretStr(secret)))
+        return tuple(clients)
 
 
 class Settings(BaseSettings):
@@ -117,12 +144,23 @@ class Settings(BaseSettings):
     # Where audit events go, one JSON object per line.
     audit_log: Literal["stdout", "stderr", "off"] = "stdout"
 
+    # Resource servers allowed to call POST /introspect: `id:secret` pairs, comma-separated
+    # (HTTP Basic, RFC 7662 §2.1). Empty: nobody can introspect.
+    introspection_clients: Annotated[tuple[IntrospectionClient, ...], NoDecode] = ()
+    # Turns GET /metrics on, for scrapers sending it as a bearer token; unset: /metrics is 404.
+    metrics_token: SecretStr | None = None
+
     @field_validator("cors_origins", "jwt_verify_key_files", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("introspection_clients", mode="before")
+    @classmethod
+    def _parse_clients(cls, value: object) -> object:
+        return IntrospectionClient.parse_all(value) if isinstance(value, str) else value
 
     @field_validator("login_rate_limit", "signup_rate_limit")
     @classmethod
@@ -179,6 +217,7 @@ class Settings(BaseSettings):
         "secret_key",
         "jwt_private_key_file",
         "redis_url",
+        "metrics_token",
         mode="before",
     )
     @classmethod
@@ -245,6 +284,19 @@ class Settings(BaseSettings):
         problem = secret_key_problem(self.secret_key.get_secret_value())
         if problem:
             raise ValueError(f"SECRET_KEY {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_weak_client_secrets_in_production(self) -> Settings:
+        # A guessable introspection secret lets anyone test stolen tokens against us.
+        if self.environment != "production":
+            return self
+        for client in self.introspection_clients:
+            problem = secret_key_problem(client.secret.get_secret_value())
+            if problem:
+                raise ValueError(
+                    f"INTROSPECTION_CLIENTS: the secret of {client.client_id!r} {problem}"
+                )
         return self
 
     @property

@@ -89,6 +89,16 @@ def bearer_challenge(error: str | None = None) -> HTTPException:
     )
 
 
+def invalid_client() -> OAuthError:
+    """RFC 6749 §5.2: client authentication failed; 401 with the Basic challenge (RFC 7617)."""
+    return OAuthError(
+        "invalid_client",
+        "Client authentication failed",
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        headers={"WWW-Authenticate": "Basic"},
+    )
+
+
 def too_many_attempts(retry_after: int) -> HTTPException:
     """A 429 for JSON endpoints; RFC 9110 §10.2.3's Retry-After says when to try again."""
     return HTTPException(
@@ -98,11 +108,11 @@ def too_many_attempts(retry_after: int) -> HTTPException:
     )
 
 
-def oauth_too_many_attempts(retry_after: int) -> OAuthError:
+def oauth_too_many_attempts(retry_after: int, *, what: str = "failed logins") -> OAuthError:
     """The token endpoint's 429, in RFC 6749 §5.2's body shape."""
     return OAuthError(
         "too_many_attempts",
-        f"Too many failed logins; try again in {retry_after} seconds",
+        f"Too many {what}; try again in {retry_after} seconds",
         status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         headers={"Retry-After": str(retry_after)},
     )

@@ -34,9 +34,9 @@ from app.migrate import upgrade_to_head
 from app.openapi import operation_id
 from app.pages import install_pages
 from app.ratelimit import Throttle
-from app.routers import health, sessions, tokens, users
+from app.routers import health, introspection, sessions, tokens, users, well_known
 from app.schemas import ValidationErrorOut
-from app.security import AccessTokens, Passwords
+from app.security import AccessTokens, IntrospectionClients, Passwords
 from app.services.tokens import purge_expired
 from app.transactions import Transactions
 
@@ -79,6 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.token_keys = load_token_keys(settings)
     app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
     app.state.throttle = Throttle.from_settings(settings)
+    app.state.introspection_clients = IntrospectionClients.from_settings(settings)
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
@@ -172,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(sessions.router)
     app.include_router(tokens.router)
+    app.include_router(introspection.router)
+    app.include_router(well_known.router)
     app.include_router(health.router)
     install_docs(app)
     install_pages(app)

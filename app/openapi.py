@@ -18,7 +18,14 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.schemas import ErrorOut, OAuthErrorOut, RevokeRequest, TokenRequest, ValidationErrorOut
+from app.schemas import (
+    ErrorOut,
+    IntrospectionRequest,
+    OAuthErrorOut,
+    RevokeRequest,
+    TokenRequest,
+    ValidationErrorOut,
+)
 
 Document = dict[str, Any]
 Operation = dict[str, Any]
@@ -35,20 +42,37 @@ TAGS: list[dict[str, str]] = [
 ]
 
 # The token endpoints answer every error in RFC 6749 §5.2's shape; everything else in FastAPI's.
-OAUTH_ENDPOINTS = frozenset({("post", "/token"), ("post", "/revoke")})
+OAUTH_ENDPOINTS = frozenset({("post", "/token"), ("post", "/revoke"), ("post", "/introspect")})
 
 # Where the attempt limiters stand (see API.md: LOGIN_RATE_LIMIT and SIGNUP_RATE_LIMIT).
-RATE_LIMITED = frozenset({("post", "/token"), ("post", "/signup"), ("post", "/users/me/password")})
+RATE_LIMITED = frozenset(
+    {
+        ("post", "/token"),
+        ("post", "/signup"),
+        ("post", "/users/me/password"),
+        ("post", "/introspect"),
+    }
+)
 
 # Every other operation reads the database, and answers 503 with Retry-After while it is away
 # (app.main's handler for a restart or failover); /health/ready declares its own 503 body.
-NO_DATABASE = frozenset({("get", "/health"), ("get", "/.well-known/jwks.json")})
+NO_DATABASE = frozenset(
+    {
+        ("get", "/health"),
+        ("get", "/.well-known/jwks.json"),
+        ("get", "/.well-known/oauth-authorization-server"),
+    }
+)
 
 # These take every form field as optional and answer a missing or malformed one with RFC 6749's
 # invalid_request (a 400), so FastAPI's automatic 422 never happens there. The document still
 # marks the fields a client must always send as required.
 NO_VALIDATION_ERROR = OAUTH_ENDPOINTS
-REQUIRED_FORM_FIELDS = {("post", "/token"): ["grant_type"], ("post", "/revoke"): ["token"]}
+REQUIRED_FORM_FIELDS = {
+    ("post", "/token"): ["grant_type"],
+    ("post", "/revoke"): ["token"],
+    ("post", "/introspect"): ["token"],
+}
 
 RETRY_AFTER = {
     "description": "Seconds to wait before trying again.",
@@ -86,7 +110,14 @@ def complete_document(document: Document) -> Document:
     """Add the responses shared code produces, with the bodies it really sends."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     # The token endpoints' forms are read by app.forms, not FastAPI: their models come from here.
-    for model in (ErrorOut, OAuthErrorOut, ValidationErrorOut, TokenRequest, RevokeRequest):
+    for model in (
+        ErrorOut,
+        OAuthErrorOut,
+        ValidationErrorOut,
+        TokenRequest,
+        RevokeRequest,
+        IntrospectionRequest,
+    ):
         _add_schema(schemas, model)
     for method, path, operation in _operations(document):
         responses: dict[str, Any] = operation["responses"]

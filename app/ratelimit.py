@@ -47,6 +47,7 @@ REDIS_RETRY_INTERVAL_SECONDS = 5.0
 LOGIN_ACCOUNT = "login_account"
 LOGIN_ADDRESS = "login_address"
 SIGNUP_ADDRESS = "signup_address"
+INTROSPECTION_ADDRESS = "introspection_address"
 
 RATE_LIMIT_OK = "ok"
 RATE_LIMIT_PER_PROCESS = "per-process"
@@ -180,6 +181,14 @@ class Throttle:
             )
         )
         await self._give_back(self.login_limit, (LOGIN_ADDRESS, address))
+
+    async def start_client_authentication(self, *, address: str) -> None:
+        """Count an /introspect call before its credentials are checked, as logins are."""
+        await self._take(self.login_limit, (INTROSPECTION_ADDRESS, address))
+
+    async def client_authenticated(self, *, address: str) -> None:
+        """The credentials were right: only failures stay counted against the address."""
+        await self._give_back(self.login_limit, (INTROSPECTION_ADDRESS, address))
 
     async def start_signup(self, *, address: str) -> None:
         """Count a signup from this address; Throttled when over the limit."""

@@ -232,6 +232,51 @@ class RevokeRequest(BaseModel):
     token_type_hint: str | None = Field(None, description="Optional; ignored.")
 
 
+class IntrospectionRequest(BaseModel):
+    """The form of POST /introspect (RFC 7662 §2.1), for the OpenAPI document."""
+
+    token: str | None = Field(
+        None,
+        description="An access token or a refresh token.",
+        examples=["<access or refresh token>"],
+    )
+    token_type_hint: str | None = Field(
+        None,
+        description="`access_token` or `refresh_token`; optional, the token's form decides.",
+    )
+
+
+class IntrospectionOut(BaseModel):
+    """RFC 7662 §2.2: `{"active": false}` alone, or a live token's claims."""
+
+    active: bool
+    token_type: Literal["access_token", "refresh_token"] | None = None
+    sub: str | None = Field(None, description="The user's id.")
+    exp: int | None = None
+    iat: int | None = None
+    iss: str | None = None
+    aud: str | None = Field(None, description="Present when JWT_AUDIENCE is configured.")
+    jti: str | None = None
+    amr: list[str] | None = Field(None, description="RFC 8176 authentication methods.")
+    sid: str | None = Field(None, description="The login (session) the token belongs to.")
+
+
+class AuthorizationServerMetadataOut(BaseModel):
+    """RFC 8414 §2 authorization server metadata."""
+
+    issuer: str
+    token_endpoint: str
+    revocation_endpoint: str
+    introspection_endpoint: str
+    jwks_uri: str | None = Field(None, description="Present with RS256 or ES256.")
+    grant_types_supported: list[str]
+    response_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_methods_supported: list[str]
+    service_documentation: str
+
+
 class TokenResponse(BaseModel):
     """RFC 6749 §5.1 successful token response."""
 

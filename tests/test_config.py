@@ -154,3 +154,27 @@ def test_the_service_refuses_to_start_in_production_without_a_secret(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "SECRET_KEY" in lines[0]
+
+
+def test_introspection_clients_are_id_secret_pairs(tmp_path):
+    clients = settings(tmp_path, introspection_clients=" a:s1 , b:s:2,").introspection_clients
+
+    assert [(c.client_id, c.secret.get_secret_value()) for c in clients] == [
+        ("a", "s1"),
+        ("b", "s:2"),
+    ]
+    assert "s1" not in repr(clients)
+
+
+@pytest.mark.parametrize("bad", ["no-secret", ":secret", "id:", "a:1,a:2", "a:b\x00c"])
+def test_malformed_introspection_clients_are_refused(tmp_path, bad):
+    with pytest.raises(ValidationError, match="introspection_clients"):
+        settings(tmp_path, introspection_clients=bad)
+
+
+def test_production_refuses_short_introspection_secrets(tmp_path):
+    strong = {"environment": "production", "secret_key": "k" * 48}
+    strong["public_url"] = "https://auth.example.com"
+    with pytest.raises(ValidationError, match="INTROSPECTION_CLIENTS: the secret of 'orders'"):
+        settings(tmp_path, introspection_clients="orders:short", **strong)
+    assert settings(tmp_path, introspection_clients=f"orders:{'s' * 40}", **strong)

@@ -29,6 +29,8 @@ EXPECTED_STATUSES: dict[tuple[str, str], set[str]] = {
     ("get", "/health"): {"200"},
     ("get", "/health/ready"): {"200", "503"},
     ("get", "/.well-known/jwks.json"): {"200"},
+    ("get", "/.well-known/oauth-authorization-server"): {"200"},
+    ("post", "/introspect"): {"200", "400", "401", "413", "429", "503"},
 }
 PUBLIC = {
     ("post", "/signup"),
@@ -37,8 +39,10 @@ PUBLIC = {
     ("get", "/health"),
     ("get", "/health/ready"),
     ("get", "/.well-known/jwks.json"),
+    ("get", "/.well-known/oauth-authorization-server"),
+    ("post", "/introspect"),
 }
-OAUTH_ENDPOINTS = {("post", "/token"), ("post", "/revoke")}
+OAUTH_ENDPOINTS = {("post", "/token"), ("post", "/revoke"), ("post", "/introspect")}
 
 
 @pytest.fixture
@@ -101,6 +105,7 @@ async def test_token_endpoints_document_rfc_6749_errors(document):
 async def test_every_other_error_uses_the_detail_shape(document):
     """Including a 413 on the token endpoints: the body limit answers before any route runs."""
     oauth_shaped = {(*key, status) for key in OAUTH_ENDPOINTS for status in ("400", "429")}
+    oauth_shaped.add(("post", "/introspect", "401"))  # RFC 6749 §5.2's invalid_client
     for key, operation in operations(document).items():
         for status, response in operation["responses"].items():
             if status in {"400", "401", "403", "404", "409", "413", "429"}:
@@ -132,7 +137,12 @@ async def test_a_real_validation_error_has_the_documented_shape(client, document
 
 
 async def test_rate_limited_operations_document_429_with_retry_after(document):
-    limited = {("post", "/token"), ("post", "/signup"), ("post", "/users/me/password")}
+    limited = {
+        ("post", "/token"),
+        ("post", "/signup"),
+        ("post", "/users/me/password"),
+        ("post", "/introspect"),
+    }
     for key, operation in operations(document).items():
         responses = operation["responses"]
         assert ("429" in responses) == (key in limited), key
@@ -148,6 +158,7 @@ async def test_every_request_body_documents_413_and_offers_examples(document):
         ("patch", "/users/{user_id}"),
         ("post", "/token"),
         ("post", "/revoke"),
+        ("post", "/introspect"),
     }
     for key in with_body:
         operation = operations(document)[key]
@@ -204,7 +215,12 @@ async def test_token_forms_mark_the_fields_a_client_must_send_and_never_offer_nu
 
 async def test_database_outages_are_documented_as_503_with_retry_after(document):
     for key, operation in operations(document).items():
-        if key in {("get", "/health"), ("get", "/.well-known/jwks.json"), ("get", "/health/ready")}:
+        if key in {
+            ("get", "/health"),
+            ("get", "/.well-known/jwks.json"),
+            ("get", "/.well-known/oauth-authorization-server"),
+            ("get", "/health/ready"),
+        }:
             continue
         unavailable = operation["responses"]["503"]
         assert schema_ref(unavailable) == "ErrorOut", key

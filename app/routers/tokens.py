@@ -69,7 +69,7 @@ def login_context(
     return LoginContext(ip=address, user_agent=user_agent, amr=amr)
 
 
-def _required(form: dict[str, str], name: str) -> str:
+def required_field(form: dict[str, str], name: str) -> str:
     """A present, sane form field, or RFC 6749's invalid_request."""
     value = form.get(name)
     if value is None:
@@ -108,8 +108,8 @@ async def issue_token(
     if not grant_type:
         raise OAuthError("invalid_request", "The grant_type parameter is required")
     if grant_type == "password":
-        email = _required(form, "username")
-        secret = _required(form, "password")
+        email = required_field(form, "username")
+        secret = required_field(form, "password")
         # Counted before any hash is computed: a throttled guess costs a counter update.
         try:
             await throttle.start_login(account=email, address=address)
@@ -137,7 +137,7 @@ async def issue_token(
         await throttle.login_succeeded(account=email, address=address)
         record(AuditEvent.LOGIN_SUCCEEDED, user_id=user_id)
     elif grant_type == "refresh_token":
-        presented = _required(form, "refresh_token")
+        presented = required_field(form, "refresh_token")
         try:
             issued = await tokens.rotate_refresh_token(
                 db,
@@ -171,7 +171,7 @@ async def revoke_token(
     request: Request, session: SessionDep, access_tokens: AccessTokensDep
 ) -> Response:
     """End the login a token belongs to (RFC 7009). Answers 200 whether or not the token was valid."""
-    presented = _required(await read_form(request, RevokeRequest.model_fields), "token")
+    presented = required_field(await read_form(request, RevokeRequest.model_fields), "token")
     now = utcnow()
     try:
         claims = access_tokens.decode(presented, now=now)

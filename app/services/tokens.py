@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidCredentials, InvalidRefreshToken
+from app.lookups import TokenUserLookup
 from app.models import RefreshToken, TokenFamily, User
-from app.security import AccessTokens, hash_refresh_token, new_refresh_token
+from app.security import AccessTokens, InvalidToken, hash_refresh_token, new_refresh_token
 from app.transactions import Prepared, Statements, Transactions
 
 # RFC 8176 §2 method values of a login, as access tokens carry them in `amr`.
@@ -80,6 +82,26 @@ REVOKE_FAMILY_STATEMENT = (
 REVOKE_FAMILY = Prepared(REVOKE_FAMILY_STATEMENT)
 
 REUSED = "Refresh token has already been used; the login has been revoked"
+
+# What introspection says of a refresh token: the rotation's own conditions, and its times.
+REFRESH_TOKEN_INTROSPECTION = Prepared(
+    select(
+        RefreshToken.id,
+        RefreshToken.created_at,
+        RefreshToken.expires_at,
+        TokenFamily.id.label("family_id"),
+        TokenFamily.user_id,
+    )
+    .join(TokenFamily, RefreshToken.family_id == TokenFamily.id)
+    .join(User, TokenFamily.user_id == User.id)
+    .where(
+        RefreshToken.token_hash == bindparam("token_hash"),
+        RefreshToken.used_at.is_(None),
+        RefreshToken.expires_at > bindparam("now"),
+        TokenFamily.revoked_at.is_(None),
+        User.is_active.is_(True),
+    )
+)
 
 
 def family_row(
@@ -355,3 +377,77 @@ async def purge_expired(session: AsyncSession, *, now: dt.datetime) -> int:
     )
     await session.commit()
     return tokens.rowcount + families.rowcount
+
+
+async def introspect_token(
+    db: Transactions,
+    *,
+    presented: str,
+    access_tokens: AccessTokens,
+    lookup: TokenUserLookup,
+    now: dt.datetime,
+) -> dict[str, Any] | None:
+    """RFC 7662 §2.2: the claims of a token that stands right now, or None for any other.
+
+    An access token stands when the bearer check would accept it (signature, type, claims,
+    then its login and user in the database); a refresh token when a rotation would spend it.
+    Refresh tokens never contain a dot, so the token's form says which it is.
+    """
+    if presented.count(".") == 2:
+        try:
+            claims = access_tokens.decode(presented, now=now)
+        except InvalidToken:
+            return None
+        if await lookup.find(user_id=claims.user_id, family_id=claims.family_id) is None:
+            return None
+        return _introspection(
+            access_tokens,
+            token_type="access_token",  # noqa: S106 - RFC 7662 token type
+            user_id=claims.user_id,
+            family_id=claims.family_id,
+            issued_at=claims.issued_at,
+            expires_at=claims.expires_at,
+            jti=claims.jti,
+        )
+    params = {"token_hash": hash_refresh_token(presented), "now": now}
+
+    def find_refresh_token(statements: Statements) -> Any:
+        return statements.execute(REFRESH_TOKEN_INTROSPECTION, params).one_or_none()
+
+    row = await db.read(find_refresh_token)
+    if row is None:
+        return None
+    return _introspection(
+        access_tokens,
+        token_type="refresh_token",  # noqa: S106 - RFC 7662 token type
+        user_id=row.user_id,
+        family_id=row.family_id,
+        issued_at=int(row.created_at.timestamp()),
+        expires_at=int(row.expires_at.timestamp()),
+        jti=str(row.id),
+    )
+
+
+def _introspection(
+    access_tokens: AccessTokens,
+    *,
+    token_type: str,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    issued_at: int,
+    expires_at: int,
+    jti: str,
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "active": True,
+        "token_type": token_type,
+        "sub": str(user_id),
+        "exp": expires_at,
+        "iat": issued_at,
+        "iss": access_tokens.issuer,
+        "jti": jti,
+        "sid": str(family_id),
+    }
+    if access_tokens.audience is not None:
+        answer["aud"] = access_tokens.audience
+    return answer
