@@ -22,7 +22,7 @@ CLIENT_ID, CLIENT_SECRET = "orders-api", "orders-api-secret-that-is-long-enough"
 OTHER_ID, OTHER_SECRET = "billing", "billing-secret:with:colons-and-%-signs"
 CLIENTS = f"{CLIENT_ID}:{CLIENT_SECRET}, {OTHER_ID}:{OTHER_SECRET}"
 INACTIVE = {"active": False}
-ACTIVE_KEYS = {"active", "token_type", "sub", "exp", "iat", "iss", "jti", "sid"}
+ACTIVE_KEYS = {"active", "token_type", "sub", "exp", "iat", "iss", "jti", "amr", "sid"}
 
 
 @pytest.fixture
@@ -60,6 +60,7 @@ async def test_a_live_access_token_is_active_with_its_claims(client, app):
         "iat": claims["iat"],
         "iss": app.state.settings.public_url,
         "jti": claims["jti"],
+        "amr": ["pwd"],
         "sid": claims["sid"],
     }
 
@@ -73,6 +74,7 @@ async def test_a_live_refresh_token_is_active_and_names_its_login(client):
     assert set(body) == ACTIVE_KEYS
     assert body["token_type"] == "refresh_token"
     assert body["sub"] == user["id"] and body["sid"] == sid
+    assert body["amr"] == ["pwd"]
     assert body["exp"] > time.time() + 3600 and body["iat"] <= time.time() + 1
 
 
@@ -187,6 +189,7 @@ async def test_expired_forged_foreign_and_garbage_tokens_are_inactive(client):
         "typ JWT": jwt.encode(jwt.get_unverified_claims(token), TEST_SECRET, algorithm="HS256"),
         "alg none": f"{header}.{claims}.",
         "garbage": "not a token at all",
+        "padding": f"{token}==",
         "almost a refresh token": user["refresh_token"][:-1] + "x",
         "unicode": "é" * 40,
     }

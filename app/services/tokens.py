@@ -91,6 +91,7 @@ REFRESH_TOKEN_INTROSPECTION = Prepared(
         RefreshToken.expires_at,
         TokenFamily.id.label("family_id"),
         TokenFamily.user_id,
+        TokenFamily.amr,
     )
     .join(TokenFamily, RefreshToken.family_id == TokenFamily.id)
     .join(User, TokenFamily.user_id == User.id)
@@ -408,6 +409,7 @@ async def introspect_token(
             issued_at=claims.issued_at,
             expires_at=claims.expires_at,
             jti=claims.jti,
+            amr=claims.amr,
         )
     params = {"token_hash": hash_refresh_token(presented), "now": now}
 
@@ -425,6 +427,7 @@ async def introspect_token(
         issued_at=int(row.created_at.timestamp()),
         expires_at=int(row.expires_at.timestamp()),
         jti=str(row.id),
+        amr=tuple(row.amr.split()),
     )
 
 
@@ -437,6 +440,7 @@ def _introspection(
     issued_at: int,
     expires_at: int,
     jti: str,
+    amr: tuple[str, ...],
 ) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "active": True,
@@ -446,6 +450,7 @@ def _introspection(
         "iat": issued_at,
         "iss": access_tokens.issuer,
         "jti": jti,
+        "amr": list(amr),
         "sid": str(family_id),
     }
     if access_tokens.audience is not None:
