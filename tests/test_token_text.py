@@ -67,7 +67,12 @@ async def _a_token_spelled_with(client, characters: str) -> str:
         if all(character in token for character in characters):
             return token
         # The same login, another jti: only the spelling changes.
-        token = jwt.encode({**claims, "jti": f"probe-{attempt}"}, TEST_SECRET, algorithm="HS256")
+        token = jwt.encode(
+            {**claims, "jti": f"probe-{attempt}"},
+            TEST_SECRET,
+            algorithm="HS256",
+            headers={"typ": "at+jwt"},
+        )
     raise AssertionError(f"no token contains {characters!r}")
 
 
@@ -94,7 +99,12 @@ async def test_another_spelling_of_a_valid_token_is_refused(client, variant):
 async def test_a_validly_signed_token_longer_than_the_bound_is_refused(client):
     user = await new_user(client)
     claims = jwt.get_unverified_claims(user["access_token"])
-    long = jwt.encode({**claims, "jti": "x" * MAX_TOKEN_LENGTH}, TEST_SECRET, algorithm="HS256")
+    long = jwt.encode(
+        {**claims, "jti": "x" * MAX_TOKEN_LENGTH},
+        TEST_SECRET,
+        algorithm="HS256",
+        headers={"typ": "at+jwt"},
+    )
 
     response = await client.get("/users/me", headers=bearer(long))
 
@@ -194,13 +204,13 @@ def test_the_cache_stays_within_its_byte_bound_after_many_distinct_tokens():
 
 
 def test_the_cache_stays_within_its_entry_bound():
-    access_tokens = _access_tokens(issuer=None, cache_entries=100)
+    access_tokens = _access_tokens(issuer="https://auth.example.com", cache_entries=100)
     _fill(access_tokens, 1000)
     assert len(access_tokens.verified) == 100
 
 
 def test_a_cached_token_verifies_again_from_the_cache():
-    access_tokens = _access_tokens(issuer=None)
+    access_tokens = _access_tokens(issuer="https://auth.example.com")
     now = dt.datetime.now(dt.UTC)
     token = access_tokens.issue(
         user_id=uuid.uuid4(), family_id=uuid.uuid4(), amr=["pwd"], auth_time=now, now=now
