@@ -20,6 +20,8 @@ from pydantic import (
     field_serializer,
 )
 
+from app.security import normalize_password
+
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 NAME_MAX_LENGTH = 100
@@ -48,13 +50,18 @@ def _common_passwords() -> frozenset[str]:
 
 
 def check_password_policy(password: str) -> str:
-    """8 to 128 characters of any script, and not one of the commonest leaked passwords."""
+    """8 to 128 characters of any script, and not one of the commonest leaked passwords.
+
+    Checked on the password as it is hashed (normalised): `ö` typed as two code points is one
+    character, and full-width letters do not hide a common password.
+    """
     reject_unstorable(password)
-    if len(password) < PASSWORD_MIN_LENGTH:
+    normalized = normalize_password(password)
+    if len(normalized) < PASSWORD_MIN_LENGTH:
         raise ValueError(f"must be at least {PASSWORD_MIN_LENGTH} characters long")
-    if len(password) > PASSWORD_MAX_LENGTH:
+    if len(normalized) > PASSWORD_MAX_LENGTH:
         raise ValueError(f"must be at most {PASSWORD_MAX_LENGTH} characters long")
-    if password.lower() in _common_passwords():
+    if normalized.lower() in _common_passwords():
         raise ValueError("is too common: it appears in lists of leaked passwords")
     return password
 

@@ -18,6 +18,7 @@ import secrets
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -85,6 +86,20 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
 
 
+def normalize_password(password: str) -> str:
+    """The password as hashed and compared: Unicode NFKC (NIST SP 800-63B §5.1.1.2).
+
+    One password, however a keyboard, an input method or an operating system composed it:
+    `ö` typed as one code point (NFC, most systems) or as `o` + combining diaeresis (NFD, macOS
+    file names and some keyboards), and full-width Latin letters from an East Asian input
+    method, hash alike. NFKC rather than NFC because such compatibility characters are what
+    people type without seeing the difference; the letters a person can tell apart stay
+    distinct. Imported hashes were made by another system from the text as typed, so they are
+    verified against that text first (see Passwords._verify_blocking).
+    """
+    return unicodedata.normalize("NFKC", password)
+
+
 class Passwords:
     """Argon2id hashing on a small pool of low-priority threads, never on the event loop."""
 
@@ -139,7 +154,7 @@ class Passwords:
                 self.in_progress -= 1
 
     async def hash(self, password: str) -> str:
-        return await self._run(self._context.hash, password)
+        return await self._run(self._context.hash, normalize_password(password))
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Costs the same with or without a stored hash, so unknown emails don't answer faster."""
@@ -149,7 +164,8 @@ class Passwords:
     async def verify_and_update(
         self, password: str, password_hash: str | None
     ) -> tuple[bool, str | None]:
-        """(matches, new hash): a new Argon2id hash when the stored one is imported or older.
+        """(matches, new hash): a new Argon2id hash when the stored one is imported, older, or
+        of the password as typed before passwords were normalised.
 
         A failure lasts at least as long as the slowest recent verification of an imported
         hash: without that, an unknown email (one Argon2id of ours) would answer faster than
@@ -162,12 +178,20 @@ class Passwords:
     ) -> tuple[bool, str | None]:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        normalized = normalize_password(password)
         if password_hash is None:
             await self._run(self._context.dummy_verify)
             matches, new_hash = False, None
         else:
             matches, new_hash = await self._run(
-                self._verify_blocking, password, password_hash, upgrade
+                self._verify_blocking, password, normalized, password_hash, upgrade
+            )
+        if not matches and normalized != password:
+            # The hash may be of the other form: ours stored before passwords were normalised
+            # are of the text as typed, an imported one may be of what another system saw.
+            # Every failure, an unknown email's too, pays for this second try.
+            matches, new_hash = await self._run(
+                self._verify_other_form, password, normalized, password_hash, upgrade
             )
         if not matches and self._imported_timings:
             # A sleep on the event loop: the padding costs no hashing thread and no CPU.
@@ -176,31 +200,55 @@ class Passwords:
                 await asyncio.sleep(remaining)
         return matches, new_hash
 
-    def _verify_blocking(
-        self, password: str, password_hash: str, upgrade: bool
-    ) -> tuple[bool, str | None]:
-        """On a hashing thread: check the hash's format and bounds, then verify it."""
+    def _identify(self, password_hash: str) -> Any | None:
+        """The hash's format when it is one we verify within today's bounds, else None."""
         try:
-            found = identify(
+            return identify(
                 password_hash,
                 max_argon2_memory_kib=self._memory_kib,
                 max_argon2_time_cost=self._time_cost,
             )
         except UnacceptableHash:
+            return None
+
+    def _verify_blocking(
+        self, password: str, normalized: str, password_hash: str, upgrade: bool
+    ) -> tuple[bool, str | None]:
+        """On a hashing thread: check the hash's format and bounds, then verify it."""
+        found = self._identify(password_hash)
+        if found is None:
             # Written some other way, or outside today's bounds: never verified, and it costs
             # what an unknown email costs.
             self._context.dummy_verify()
             return False, None
         if found.scheme == "argon2":
             if upgrade:
-                return self._context.verify_and_update(password, password_hash)
-            return self._context.verify(password, password_hash), None
+                return self._context.verify_and_update(normalized, password_hash)
+            return self._context.verify(normalized, password_hash), None
         started = time.perf_counter()
         matches = self._verify_imported(password, password_hash, found)
         self._imported_timings.append(time.perf_counter() - started)
         if matches and upgrade:
-            return True, self._context.hash(password)
+            return True, self._context.hash(normalized)
         return matches, None
+
+    def _verify_other_form(
+        self, password: str, normalized: str, password_hash: str | None, upgrade: bool
+    ) -> tuple[bool, str | None]:
+        """On a hashing thread: the form _verify_blocking did not try; rehashed on success."""
+        found = self._identify(password_hash) if password_hash is not None else None
+        if found is None or password_hash is None:
+            self._context.dummy_verify()
+            return False, None
+        if found.scheme == "argon2":
+            matches = self._context.verify(password, password_hash)
+        else:
+            started = time.perf_counter()
+            matches = self._verify_imported(normalized, password_hash, found)
+            self._imported_timings.append(time.perf_counter() - started)
+        if not matches:
+            return False, None
+        return True, (self._context.hash(normalized) if upgrade else None)
 
     def _verify_imported(self, password: str, password_hash: str, found: Any) -> bool:
         # The old system hashed the password exactly as the user typed it, in UTF-8, so that
@@ -221,7 +269,7 @@ class Passwords:
 
     def hash_blocking(self, password: str) -> str:
         """For the command line and measurements, where no event loop is running."""
-        return self._context.hash(password)
+        return self._context.hash(normalize_password(password))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
