@@ -368,12 +368,13 @@ _ENTRY_OVERHEAD_BYTES = 128
 
 
 def _entry_bytes(token: str, claims: AccessClaims) -> int:
+    """The token string, the claims object and every value it holds (a tuple's items too)."""
+    values = [getattr(claims, name) for name in claims.__slots__]
+    values += [item for value in values if isinstance(value, tuple) for item in value]
     return (
         sys.getsizeof(token)
         + sys.getsizeof(claims)
-        + 2 * sys.getsizeof(claims.user_id)
-        + sys.getsizeof(claims.jti)
-        + 2 * sys.getsizeof(claims.issued_at)
+        + sum(sys.getsizeof(value) for value in values)
         + _ENTRY_OVERHEAD_BYTES
     )
 
