@@ -100,6 +100,22 @@ def test_the_reset_form_posts_the_token_and_the_new_password_as_json(
     assert problems.messages == []
 
 
+def test_a_new_link_opened_in_the_same_tab_replaces_the_token(
+    base_url: str, browser_context: sync_api.BrowserContext
+) -> None:
+    page, problems, _ = _open(browser_context, f"{base_url}/password-reset#token=first-token")
+    sync_api.expect(page.get_by_label("New password", exact=True)).to_be_visible()
+    # Only the fragment differs, so the browser navigates within the page and reloads nothing.
+    page.goto(f"{base_url}/password-reset#token={SAMPLE_TOKEN}")
+    page.wait_for_load_state("networkidle")
+    sync_api.expect(page).to_have_url(f"{base_url}/password-reset")
+    page.get_by_label("New password", exact=True).fill("a-new-password-for-ada")
+    with page.expect_request(lambda request: request.method == "POST") as sent:
+        page.get_by_role("button", name="Set new password").click()
+    assert json.loads(sent.value.post_data or "")["token"] == SAMPLE_TOKEN
+    assert problems.messages == []
+
+
 def test_the_show_password_box_reveals_what_was_typed(
     base_url: str, browser_context: sync_api.BrowserContext
 ) -> None:

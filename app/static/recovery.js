@@ -250,6 +250,10 @@
     });
   }
 
+  // A link pasted into this tab changes only the fragment, which reloads nothing: start over
+  // with the new token, as if the link had opened a fresh page.
+  window.addEventListener("hashchange", () => window.location.reload());
+
   if (page === "password-reset") {
     passwordResetPage();
   } else if (page === "email-verification") {
