@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,9 +60,21 @@ def sqlite_migration_lock(database_url: str) -> Iterator[None]:
         return
     lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    while True:
+        with open(lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            # The holder before us removes the file as it lets go (below), so that no lock
+            # file outlives a migration; if it did, this lock is on a file nobody else will
+            # open again: take the one now at the path instead.
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                continue
+            if not os.path.samestat(current, os.fstat(lock_file.fileno())):
+                continue
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+            return
