@@ -9,7 +9,6 @@ WORKERS ?= 1
 # uvicorn's --forwarded-allow-ips takes them. Empty: proxy headers are ignored, so a client
 # cannot choose the address that rate limits and audit events see.
 FORWARDED_ALLOW_IPS ?=
-PROXY_FLAGS := $(if $(strip $(FORWARDED_ALLOW_IPS)),--proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)',--no-proxy-headers)
 
 .PHONY: run test fuzz lint install clean bench faults lock
 
@@ -38,11 +37,11 @@ $(BIN)/.installed: pyproject.toml $(DEV_LOCK)
 
 install: $(BIN)/.installed
 
-# With several workers, uvicorn restarts any that dies, forever: importing the application once
-# first makes a configuration error stop `make run` with its one-line message instead.
+# `python -m app serve` checks the configuration, the port and the database first, each
+# mistake in one line, migrates once, then serves with uvicorn in the log format of app/logs.py.
 run: $(BIN)/.installed
-	@if [ "$(WORKERS)" -gt 1 ]; then $(BIN)/python -c 'import app.main'; fi
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) $(PROXY_FLAGS)
+	$(BIN)/python -m app serve --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+		--forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)'
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,13 +13,21 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from app.config import Settings
+from app.config import Settings, describe_validation_error
 from app.db import make_engine
-from app.keys import DEFAULT_RSA_BITS, MIN_RSA_BITS, generate_private_key_pem
-from app.migrate import upgrade_to_head
+from app.keys import (
+    DEFAULT_RSA_BITS,
+    MIN_RSA_BITS,
+    KeyConfigError,
+    generate_private_key_pem,
+    load_token_keys,
+)
+from app.logs import configure_logging
+from app.migrate import upgrade_blocking, upgrade_to_head
 from app.schemas import Email, Name, NewPassword
 from app.security import Passwords
 from app.services import imports, users
+from app.startup import StartupError, check_database, check_port_free, explain_database_error
 from app.transactions import Transactions
 
 
@@ -137,6 +146,56 @@ def _add_import_users_parser(commands: argparse._SubParsersAction) -> None:  # t
     )
 
 
+def serve(
+    settings: Settings, *, host: str, port: int, workers: int, forwarded_allow_ips: str
+) -> None:
+    """Check what can be checked, migrate once, then hand over to uvicorn.
+
+    Every mistake found here is one line (app/startup.py) instead of a traceback from a worker
+    that uvicorn would restart forever.
+    """
+    import uvicorn  # only this command needs the server
+
+    configure_logging(settings.log_format, level=settings.log_level)
+    if settings.jwt_algorithm != "HS256":
+        try:
+            load_token_keys(settings)
+        except KeyConfigError as exc:
+            raise CommandError(f"invalid configuration: {exc}") from None
+    # Before migrating: a second `make run` must not touch the database the first one serves.
+    check_port_free(host, port)
+    if settings.migrate_on_start:
+        try:
+            upgrade_blocking(settings.database_url)
+        except Exception as exc:
+            message = explain_database_error(exc, settings.database_url)
+            if message is None:
+                raise
+            raise StartupError(message) from None
+        # The schema is at head: the workers, which read the same environment, need not
+        # each run Alembic again.
+        os.environ["MIGRATE_ON_START"] = "false"
+    elif not settings.is_sqlite:
+        asyncio.run(check_database(settings.database_url, settings.db_connect_timeout_seconds))
+    if "public_url" not in settings.model_fields_set and settings.environment != "production":
+        # The default names make run's usual address; say the one actually served.
+        if host not in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+            shown = f"[{host}]" if ":" in host else host
+            os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
+    proxy = forwarded_allow_ips.strip()
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=bool(proxy),
+        forwarded_allow_ips=proxy or None,
+        # Ours (app/logs.py) replaces uvicorn's: one format, and no query strings.
+        log_config=None,
+        access_log=False,
+    )
+
+
 def generate_key(*, algorithm: str, rsa_bits: int) -> str:
     """A new unencrypted PKCS#8 PEM private key for JWT_PRIVATE_KEY_FILE."""
     try:
@@ -162,6 +221,23 @@ def _add_generate_key_parser(commands: argparse._SubParsersAction) -> None:  # t
     )
 
 
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "serve",
+        help="check the configuration, migrate, and serve (what make run and the image run)",
+        description="Serve app.main:app with uvicorn after checking the configuration, the "
+        "port and the database, each mistake reported in one line.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default="",
+        help="proxies whose X-Forwarded-For/-Proto are trusted (empty: none are)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Passgate operator commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--name")
     _add_generate_key_parser(commands)
     _add_import_users_parser(commands)
+    _add_serve_parser(commands)
     return parser
 
 
@@ -185,7 +262,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(generate_key(algorithm=args.alg, rsa_bits=args.bits))
             return 0
         settings = Settings()
-        if args.command == "create-admin":
+        if args.command == "serve":
+            serve(
+                settings,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                forwarded_allow_ips=args.forwarded_allow_ips,
+            )
+        elif args.command == "create-admin":
+            configure_logging(settings.log_format, level=logging.WARNING)
             print(asyncio.run(create_admin(settings, email=args.email, name=args.name)))
         elif args.command == "import-users":
             report = asyncio.run(
@@ -200,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             print(report.summary())
             return 1 if report.rejected else 0
     except ValidationError as exc:
-        print(f"passgate: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"passgate: invalid configuration: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
-    except CommandError as exc:
+    except (CommandError, StartupError) as exc:
         print(f"passgate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -141,8 +141,15 @@ class Settings(BaseSettings):
     # Prefix of every Redis key, so several deployments can share one Redis.
     redis_key_prefix: str = "passgate"
     max_body_bytes: int = 64 * 1024
-    # Where audit events go, one JSON object per line.
+    # Where audit events go (in the format of every other line, LOG_FORMAT).
     audit_log: Literal["stdout", "stderr", "off"] = "stdout"
+    # Every line the service prints: human-readable text, or one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+    # The least severe lines written: `warning` leaves out the access log and start-up lines.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One line per request (method, path without its query string, status, duration, request
+    # id); off for benchmarks.
+    access_log: bool = True
 
     # Resource servers allowed to call POST /introspect: `id:secret` pairs, comma-separated
     # (HTTP Basic, RFC 7662 §2.1). Empty: nobody can introspect.
@@ -330,6 +337,19 @@ def normalize_public_url(value: str) -> str:
     if any(character.isspace() or ord(character) < 0x20 for character in value):
         raise ValueError("must not contain whitespace or control characters")
     return value.rstrip("/")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Pydantic's errors as one line naming each variable: `SECRET_KEY: must be ...; ...`."""
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        # A validator's ValueError arrives as "Value error, <our message>": the prefix says
+        # nothing to an operator. Model-level checks have no loc; their message names the
+        # variable itself.
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)
 
 
 def secret_key_problem(secret: str) -> str | None:

@@ -28,20 +28,16 @@ done
 
 if [ "$#" -eq 0 ] || [ "$1" = serve ]; then
     [ "$#" -eq 0 ] || shift
-    if [ "${WORKERS:-1}" -gt 1 ]; then
-        # uvicorn's supervisor restarts a worker that dies, forever, so a configuration error
-        # would keep the container up and failing. Building the application once here turns
-        # it into a one-line message and an exit instead.
-        python -c 'import app.main'
-    fi
-    # exec: uvicorn replaces this shell, so `docker stop`'s SIGTERM reaches it and it stops its
-    # workers gracefully. --workers starts that many processes sharing the port.
-    # Proxy headers (client address, https) are trusted only from FORWARDED_ALLOW_IPS.
-    exec uvicorn app.main:app \
+    # exec: the server replaces this shell, so `docker stop`'s SIGTERM reaches it and it stops
+    # its workers gracefully. `python -m app serve` checks the configuration, the port and the
+    # database first (one line per mistake, instead of workers that uvicorn restarts forever),
+    # migrates once, then runs uvicorn with --workers processes sharing the port and the log
+    # format of LOG_FORMAT. Proxy headers (client address, https) are trusted only from
+    # FORWARDED_ALLOW_IPS.
+    exec python -m app serve \
         --host 0.0.0.0 \
         --port 8000 \
         --workers "${WORKERS:-1}" \
-        --proxy-headers \
         --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
         "$@"
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -13,11 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.audit import configure_audit_log
-from app.config import Settings
+from app.config import Settings, describe_validation_error
 from app.db import (
     PoolSettings,
     is_database_unavailable,
@@ -27,7 +29,8 @@ from app.db import (
 )
 from app.docs import install_docs
 from app.errors import OAuthError
-from app.keys import KeyConfigError, load_token_keys
+from app.keys import KeyConfigError, TokenKeys, load_token_keys
+from app.logs import configure_logging
 from app.lookups import TokenUserLookup
 from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
@@ -41,6 +44,11 @@ from app.services.tokens import purge_expired
 from app.transactions import Transactions
 
 logger = logging.getLogger("passgate")
+
+try:
+    VERSION = importlib.metadata.version("passgate")
+except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path, never installed
+    VERSION = "0+unknown"
 
 # What a 503 asks clients to wait: about as long as a database restart or failover takes.
 RETRY_AFTER_SECONDS = 5
@@ -66,6 +74,34 @@ async def _purge_tokens_forever(app: FastAPI, interval_seconds: float) -> None:
             logger.warning("token cleanup failed, will retry: %s", exc)
 
 
+def describe_database(database_url: str) -> str:
+    """The database's kind and where it is, never its user or password."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite {url.database or ':memory:'}"
+    port = f":{url.port}" if url.port else ""
+    return f"{url.get_backend_name()} {url.host or 'localhost'}{port}/{url.database or ''}"
+
+
+def log_startup(settings: Settings, keys: TokenKeys) -> None:
+    """One line saying what runs, for the operator reading the log; nothing secret in it."""
+    kids = [key.kid for key in keys.verifying if key.kid]
+    fields = {
+        "version": VERSION,
+        "environment": settings.environment,
+        "database": describe_database(settings.database_url),
+        "algorithm": settings.jwt_algorithm,
+        "signing_kid": keys.signing.kid,
+        "verification_kids": ",".join(kids) if kids else None,
+        "public_url": settings.public_url,
+        "redis": "configured" if settings.redis_url else "not configured (per-process limits)",
+        "docs": f"{settings.public_url}/docs",
+    }
+    logger.info(
+        "Passgate %s starting", VERSION, extra={"fields": fields, "in_message": ("version",)}
+    )
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -80,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
     app.state.throttle = Throttle.from_settings(settings)
     app.state.introspection_clients = IntrospectionClients.from_settings(settings)
+    log_startup(settings, app.state.token_keys)
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
@@ -145,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="Passgate",
-        version="0.1.0",
+        version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,  # served by app.docs from the service's own files, not a CDN
@@ -168,8 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
-    install_middleware(app, max_body_bytes=settings.max_body_bytes)
-    configure_audit_log(settings.audit_log)
+    install_middleware(app, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
+    configure_audit_log(settings.audit_log, settings.log_format)
     app.include_router(users.router)
     app.include_router(sessions.router)
     app.include_router(tokens.router)
@@ -182,20 +219,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _app_from_environment() -> FastAPI:
+    """The application uvicorn serves, configured from the environment, or a one-line exit."""
     try:
         settings = Settings()
+        configure_logging(settings.log_format, level=settings.log_level)
         if settings.jwt_algorithm != "HS256":
             # Checked here as well as in the lifespan: a failing lifespan prints a traceback,
             # and an operator with a weak or mismatched key deserves one line.
             load_token_keys(settings)
         return create_app(settings)
     except ValidationError as exc:
-        # One line naming the variable, instead of a traceback, when the service can't start.
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']).upper() or 'settings'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        sys.exit(f"passgate: invalid configuration: {problems}")
+        sys.exit(f"passgate: invalid configuration: {describe_validation_error(exc)}")
     except KeyConfigError as exc:
         sys.exit(f"passgate: invalid configuration: {exc}")
 

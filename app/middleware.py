@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, the request body limit and security headers.
+"""Pure ASGI middleware: request ids and the access log, the body limit and security headers.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware: it sees each body chunk as it arrives,
 so an oversized body is refused before it is read whole, and it keeps contextvars visible to
@@ -7,8 +7,11 @@ the routes it wraps.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import logging
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from fastapi import FastAPI, HTTPException, status
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_logger = logging.getLogger("passgate.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Ids a client may choose: short, and nothing that could forge a log line or a header.
@@ -87,22 +92,35 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
 
 
 class RequestContextMiddleware:
-    """Gives every request an id, echoes it in X-Request-ID, and exposes it to audit events."""
+    """Gives every request an id, echoes it in X-Request-ID, exposes it to audit events and
+    writes the access line.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The access line holds the method, the path, the status, the duration, the client and (in
+    every line's format, app/logs.py) the request id: never the query string, where clients
+    put tokens and passwords (`/token?password=...`), nor a header or a body. It replaces
+    uvicorn's access log, which prints the query string.
+    """
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = request_id_from(scope["headers"])
         raw_id = request_id.encode("latin-1")
         client = scope.get("client")
-        token = _request_context.set(RequestContext(request_id, client[0] if client else None))
+        context = RequestContext(request_id, client[0] if client else None)
+        token = _request_context.set(context)
+        status_code = 500  # what the client gets when the application raises before answering
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status_code
             if message["type"] == "http.response.start":
+                status_code = message["status"]
                 headers = _response_headers(message)
                 headers[:] = [(key, value) for key, value in headers if key != _REQUEST_ID]
                 headers.append((_REQUEST_ID, raw_id))
@@ -110,8 +128,49 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException as exc:
+            if self.access_log and not isinstance(exc, asyncio.CancelledError):
+                # The traceback goes out here, with the request's id (uvicorn's own report
+                # of it is dropped: app/logs.py).
+                self._log(scope, status_code, started, context, error=exc)
+            raise
+        else:
+            if self.access_log:
+                self._log(scope, status_code, started, context)
         finally:
             _request_context.reset(token)
+
+    @staticmethod
+    def _log(
+        scope: Scope,
+        status_code: int,
+        started: float,
+        context: RequestContext,
+        error: BaseException | None = None,
+    ) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        access_logger.log(
+            logging.ERROR if error is not None else logging.INFO,
+            "%s %s %d %.1fms",
+            method,
+            path,
+            status_code,
+            duration_ms,
+            exc_info=error,
+            extra={
+                "request_id": context.request_id,
+                "fields": {
+                    "method": method,
+                    "path": path,
+                    "status": status_code,
+                    "duration_ms": duration_ms,
+                    "client": context.client,
+                },
+                "in_message": ("method", "path", "status", "duration_ms"),
+            },
+        )
 
 
 class BodyTooLarge(HTTPException):
@@ -204,8 +263,8 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def install_middleware(app: FastAPI, *, max_body_bytes: int) -> None:
+def install_middleware(app: FastAPI, *, max_body_bytes: int, access_log: bool = True) -> None:
     """Add the three, outermost last: every answer, even a 413, gets an id and the headers."""
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, access_log=access_log)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -36,6 +36,8 @@ def test_settings(**overrides: Any) -> Settings:
         "password_hash_time_cost": 1,
         "password_hash_parallelism": 1,
         "password_hash_threads": 2,
+        # Audit lines as JSON, so tests can parse them (the service's default is text).
+        "log_format": "json",
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg

@@ -369,6 +369,8 @@ def main() -> int:
             "SECRET_KEY": secret,
             "ENVIRONMENT": "production",
             "PUBLIC_URL": "http://127.0.0.1",
+            # The service writes its own access log (uvicorn's --no-access-log no longer applies).
+            "ACCESS_LOG": "false",
             "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
             "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
             "MIGRATE_ON_START": "true",

@@ -33,6 +33,8 @@ def service_env(database_url: str, secret_key: str) -> dict[str, str]:
         "SECRET_KEY": secret_key,
         "ENVIRONMENT": "production",
         "PUBLIC_URL": "http://127.0.0.1",
+        # The service writes its own access log (uvicorn's --no-access-log no longer applies).
+        "ACCESS_LOG": "false",
         "MIGRATE_ON_START": "true",
         "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
         "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
