@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -492,11 +493,36 @@ async def test_a_flask_tutorial_database_moves_over_with_its_passwords(
     assert (again.created, again.skipped, again.rejected) == (0, 5, 1)
 
 
+async def test_a_tutorial_row_that_is_not_utf_8_is_rejected_alone(client, settings, tmp_path):
+    database = tmp_path / "tutorial.db"
+    sign_up(create_tutorial_app(database), name="Ada", email="ada@example.com", password=PASSWORD)
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            # Text in the file that is not UTF-8, as a buggy old client could have left it.
+            "INSERT INTO user (public_id, name, email, password) "
+            "VALUES (?, CAST(X'FFFE' AS TEXT), ?, ?)",
+            ("x", "bad@example.com", generate_password_hash(PASSWORD)),
+        )
+    connection.close()
+
+    report = await run_import(settings, tutorial=database)
+
+    assert (report.created, report.rejected) == (1, 1)
+    assert report.lines[0].startswith("user id 2 (bad@example.com): rejected: invalid name")
+    assert (await login(client, "ada@example.com", PASSWORD)).status_code == 200
+
+
 async def test_a_file_that_is_not_a_tutorial_database_is_one_clear_error(settings, tmp_path):
     not_sqlite = tmp_path / "notes.txt"
     not_sqlite.write_text("hello")
-    with pytest.raises(cli.CommandError, match="not a SQLite database"):
+    with pytest.raises(cli.CommandError, match="as a SQLite database"):
         await run_import(settings, tutorial=not_sqlite)
+    other_app = tmp_path / "other.db"
+    with sqlite3.connect(other_app) as connection:
+        connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT)")
+    connection.close()
+    with pytest.raises(cli.CommandError, match="no Flask tutorial user table"):
+        await run_import(settings, tutorial=other_app)
     with pytest.raises(cli.CommandError, match="no such file"):
         await run_import(settings, tutorial=tmp_path / "missing.db")
     with pytest.raises(cli.CommandError, match="cannot read"):

@@ -136,25 +136,29 @@ def read_flask_tutorial(path: Path) -> list[SourceRow]:
     if not path.is_file():
         raise ImportSourceError(f"cannot read {path}: no such file")
     # mode=ro: SQLite itself refuses to write, so the old application's data stays as it was.
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        # Text that is not UTF-8 fails its own row (as an invalid email, name or hash) instead
+        # of the whole read.
+        connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
         try:
             columns = {row[1] for row in connection.execute('PRAGMA table_info("user")')}
-        except sqlite3.DatabaseError as exc:
-            raise ImportSourceError(f"{path} is not a SQLite database ({exc})") from None
-        missing = {"name", "email", "password"} - columns
-        if missing:
-            raise ImportSourceError(
-                f"{path} has no Flask tutorial user table "
-                f"(a table named user with name, email and password columns)"
-            )
-        # The tutorial's integer id is its signup order; rowid where a variant has none.
-        order = "id" if "id" in columns else "rowid"
-        rows = connection.execute(
-            f'SELECT {order}, email, name, password FROM "user" ORDER BY {order}'  # noqa: S608  # fixed identifiers only
-        ).fetchall()
-    finally:
-        connection.close()
+            missing = {"name", "email", "password"} - columns
+            if missing:
+                raise ImportSourceError(
+                    f"{path} has no Flask tutorial user table "
+                    f"(a table named user with name, email and password columns)"
+                )
+            # The tutorial's integer id is its signup order; rowid where a variant has none.
+            order = "id" if "id" in columns else "rowid"
+            rows = connection.execute(
+                f'SELECT {order}, email, name, password FROM "user" ORDER BY {order}'  # noqa: S608  # fixed identifiers only
+            ).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        # Not a database, a damaged one, or locked by the old app for longer than SQLite waits.
+        raise ImportSourceError(f"cannot read {path} as a SQLite database ({exc})") from None
     return [
         SourceRow(f"user id {key}", {"email": email, "name": name, "password_hash": password})
         for key, email, name, password in rows
