@@ -24,7 +24,9 @@ class WrongPassword(DomainError):
     pass
 
 
-LoginFailure = Literal["unknown_email", "wrong_password", "inactive"]
+# credentials_changed: verified, then overtaken by a password change or deactivation before
+# the session could open (app/services/credentials.py).
+LoginFailure = Literal["unknown_email", "wrong_password", "inactive", "credentials_changed"]
 
 
 class InvalidCredentials(DomainError):

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import NamedTuple
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -60,6 +60,9 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Moves on at every event that must end logins and void decisions taken before it (a new
+    # password, a deactivation, a second factor enrolled): see app/services/credentials.py.
+    credentials_version: Mapped[int] = mapped_column(Integer, server_default="0")
 
     token_families: Mapped[list[TokenFamily]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
@@ -86,6 +89,7 @@ class Account(NamedTuple):
     is_active: bool
     is_admin: bool
     created_at: dt.datetime
+    credentials_version: int
 
 
 class TokenFamily(Base):

@@ -228,17 +228,17 @@ async def test_updating_a_user_deleted_meanwhile_is_not_found_rather_than_an_err
     admin = await new_user(client)
     async with app.state.sessionmaker() as looking, app.state.sessionmaker() as deleting:
         stale = await users.get_user(looking, uuid.UUID(target["id"]))
-        acting = await users.get_user(looking, uuid.UUID(admin["id"]))
+        acting = await users.get_user_by_email(app.state.transactions, admin["email"])
         await looking.commit()
         assert await users.delete_user(deleting, user_id=stale.id)
 
-        with pytest.raises(UserNotFound):
-            await users.update_user(
-                looking,
-                user=stale,
-                acting_admin=acting,
-                name="Too late",
-                is_active=False,
-                is_admin=None,
-                now=utcnow(),
-            )
+    with pytest.raises(UserNotFound):
+        await users.update_user(
+            app.state.transactions,
+            user_id=stale.id,
+            acting_admin=acting,
+            name="Too late",
+            is_active=False,
+            is_admin=None,
+            now=utcnow(),
+        )

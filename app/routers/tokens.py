@@ -120,22 +120,24 @@ async def issue_token(
             record(AuditEvent.LOGIN_FAILED, reason="password_too_long")
             raise OAuthError("invalid_grant", "Invalid email or password")
         try:
-            user_id = await users.authenticate(
+            verified = await users.authenticate(
                 db, passwords=passwords, email=email, password=secret
             )
             issued = await tokens.start_login(
                 db,
-                user_id=user_id,
+                user_id=verified.account.id,
+                verified_version=verified.account.credentials_version,
                 access_tokens=access_tokens,
                 refresh_ttl=refresh_ttl(request),
                 context=login_context(request, address),
                 now=now,
+                rehash=verified.rehash,
             )
         except InvalidCredentials as exc:
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
             raise OAuthError("invalid_grant", "Invalid email or password") from None
         await throttle.login_succeeded(account=email, address=address)
-        record(AuditEvent.LOGIN_SUCCEEDED, user_id=user_id)
+        record(AuditEvent.LOGIN_SUCCEEDED, user_id=issued.user_id)
     elif grant_type == "refresh_token":
         presented = required_field(form, "refresh_token")
         try:

@@ -128,7 +128,7 @@ async def read_me(user: CurrentUser) -> Account:
 async def change_my_password(
     body: PasswordChange,
     user: CurrentUser,
-    session: SessionDep,
+    db: TransactionsDep,
     passwords: PasswordsDep,
     throttle: ThrottleDep,
     address: ClientAddress,
@@ -142,7 +142,7 @@ async def change_my_password(
         raise too_many_attempts(exc.retry_after) from None
     try:
         await users.change_password(
-            session,
+            db,
             passwords=passwords,
             user=user,
             current_password=body.current_password,
@@ -189,13 +189,13 @@ async def read_user(_: CurrentUser, user: UserByPath) -> User:
     tags=["admin"],
 )
 async def update_user(
-    admin: AdminUser, user: UserByPath, body: UserUpdate, session: SessionDep
-) -> User:
+    admin: AdminUser, user: UserByPath, body: UserUpdate, db: TransactionsDep
+) -> Account:
     """Rename, (de)activate or (un)make an admin. A deactivated user's tokens stop working at once."""
     was_active, was_admin = user.is_active, user.is_admin
     try:
         updated = await users.update_user(
-            session, user=user, acting_admin=admin, **body.model_dump(), now=utcnow()
+            db, user_id=user.id, acting_admin=admin, **body.model_dump(), now=utcnow()
         )
     except SelfLockout:
         raise HTTPException(

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidCredentials, InvalidRefreshToken
 from app.lookups import TokenUserLookup
 from app.models import RefreshToken, TokenFamily, User
 from app.security import AccessTokens, InvalidToken, hash_refresh_token, new_refresh_token
+from app.services import credentials
 from app.transactions import Prepared, Statements, Transactions
 
 # RFC 8176 §2 method values of a login, as access tokens carry them in `amr`.
@@ -44,7 +44,6 @@ class LoginContext:
     amr: tuple[str, ...] = PASSWORD_ONLY
 
 
-INSERT_FAMILY = Prepared.insert(TokenFamily.__table__)
 INSERT_REFRESH_TOKEN = Prepared.insert(RefreshToken.__table__)
 
 # Everything a rotation decides on, found by the presented token's hash.
@@ -69,9 +68,11 @@ SPEND_REFRESH_TOKEN = Prepared(
     .where(RefreshToken.id == bindparam("token_id"), RefreshToken.used_at.is_(None))
     .values(used_at=bindparam("now"))
 )
+# Conditional on the family still standing: on PostgreSQL the UPDATE waits for a concurrent
+# revocation of the family to commit and then finds it revoked (app/services/credentials.py).
 EXTEND_FAMILY = Prepared(
     update(TokenFamily)
-    .where(TokenFamily.id == bindparam("family_id"))
+    .where(TokenFamily.id == bindparam("family_id"), TokenFamily.revoked_at.is_(None))
     .values(expires_at=bindparam("new_expiry"), last_used_at=bindparam("now"))
 )
 REVOKE_FAMILY_STATEMENT = (
@@ -113,7 +114,7 @@ def family_row(
     now: dt.datetime,
     expires_at: dt.datetime,
 ) -> dict[str, object]:
-    """The token_families row of a login opened now: every column, for INSERT_FAMILY."""
+    """The token_families row of a login opened now: every column, for `credentials.open_family`."""
     user_agent = context.user_agent
     return {
         "id": family_id,
@@ -171,10 +172,16 @@ class NewLogin:
             now=now,
         )
 
-    def insert(self, statements: Statements) -> None:
-        """Inside a unit of work: write the login's family and its first refresh token."""
-        statements.execute(INSERT_FAMILY, self.family)
+    def open(self, statements: Statements, *, verified_version: int) -> bool:
+        """Inside a unit of work: write the login's family and its first refresh token, if the
+        user is still active with the credentials verified at `verified_version`; else False
+        and nothing written (app/services/credentials.py)."""
+        if not credentials.open_family(
+            statements, family=self.family, verified_version=verified_version
+        ):
+            return False
         statements.execute(INSERT_REFRESH_TOKEN, self.first_token)
+        return True
 
     def issue(self, access_tokens: AccessTokens) -> IssuedTokens:
         return _issued(
@@ -192,19 +199,33 @@ async def start_login(
     db: Transactions,
     *,
     user_id: uuid.UUID,
+    verified_version: int,
     access_tokens: AccessTokens,
     refresh_ttl: dt.timedelta,
     context: LoginContext,
     now: dt.datetime,
+    rehash: str | None = None,
 ) -> IssuedTokens:
-    """Open a new token family for a successful password grant and issue its first pair."""
+    """Open a login for a user whose credentials were verified at `verified_version`.
+
+    InvalidCredentials when the account changed since (new password, deactivated, deleted):
+    see app/services/credentials.py. `rehash`, a stronger hash of the verified password, is
+    stored in the same transaction, under the same condition.
+    """
     login = NewLogin.make(user_id=user_id, context=context, refresh_ttl=refresh_ttl, now=now)
-    try:
-        await db.write(login.insert)
-    except IntegrityError:
-        # The account was deleted while its password was being checked (no connection is
-        # held across the hash): to the client, an unknown email. Found by the fault tests.
-        raise InvalidCredentials("unknown_email", user_id) from None
+
+    def open_login(statements: Statements) -> bool:
+        if not login.open(statements, verified_version=verified_version):
+            return False
+        if rehash is not None:
+            credentials.store_rehash(
+                statements, user_id=user_id, verified_version=verified_version, new_hash=rehash
+            )
+        return True
+
+    if not await db.write(open_login):
+        # Verified, then overtaken: to the client the same answer as wrong credentials.
+        raise InvalidCredentials("credentials_changed", user_id)
     return login.issue(access_tokens)
 
 
@@ -277,12 +298,15 @@ async def rotate_refresh_token(
         # requests with this token, exactly one sees a row change, on SQLite and PostgreSQL
         # alike. Losers, like a token spent earlier, count as the token presented twice.
         if row.used_at is None and row.expires_at > now and row.is_active:
+            # The family first: it locks the family row, so a revocation that committed
+            # since the read above is seen here, and one that comes later waits for us.
+            extended = statements.execute(
+                EXTEND_FAMILY, {"family_id": row.family_id, "new_expiry": new_expiry, "now": now}
+            )
+            if extended.rowcount != 1:
+                return _Rotation(refused="Refresh token has been revoked")
             spent = statements.execute(SPEND_REFRESH_TOKEN, {"token_id": row.id, "now": now})
             if spent.rowcount == 1:
-                statements.execute(
-                    EXTEND_FAMILY,
-                    {"family_id": row.family_id, "new_expiry": new_expiry, "now": now},
-                )
                 statements.execute(
                     INSERT_REFRESH_TOKEN,
                     _refresh_token_row(new_token, row.family_id, now=now, expires_at=new_expiry),

@@ -9,27 +9,25 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.db import utcnow
 from app.errors import EmailTaken, InvalidCredentials, SelfLockout, UserNotFound, WrongPassword
 from app.models import USER_COLUMNS, Account, TokenFamily, User, uuid7
 from app.security import Passwords
-from app.services.tokens import revoke_all_families
+from app.services import credentials
 from app.transactions import Prepared, Statements, Transactions
 
 USER_BY_EMAIL = Prepared(
     select(*USER_COLUMNS).where(User.email_normalized == bindparam("email")), row_type=Account
 )
 INSERT_USER = Prepared.insert(User.__table__)
-STORE_PASSWORD_HASH = Prepared(
-    update(User).where(User.id == bindparam("user_id")).values(password_hash=bindparam("new_hash"))
-)
+USER_BY_ID = Prepared(select(*USER_COLUMNS).where(User.id == bindparam("id")), row_type=Account)
 
 
 def normalize_email(email: str) -> str:
@@ -58,6 +56,7 @@ async def create_user(
         is_active=True,
         is_admin=is_admin,
         created_at=utcnow(),
+        credentials_version=0,
     )
 
     def insert_user(statements: Statements) -> None:
@@ -85,13 +84,22 @@ async def get_user_by_email(db: Transactions, email: str) -> Account | None:
     return await db.read(find)
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedLogin:
+    """What a password check proved, for `tokens.start_login` to open a session on."""
+
+    account: Account  # the snapshot the password was verified against
+    rehash: str | None  # a hash of the same password with today's parameters, to store
+
+
 async def authenticate(
     db: Transactions, *, passwords: Passwords, email: str, password: str
-) -> uuid.UUID:
-    """The id of the active user with this email and password, else InvalidCredentials.
+) -> VerifiedLogin:
+    """The active user with this email and password, else InvalidCredentials.
 
     Unknown email, wrong password and inactive account take the same path and time: a hash is
-    verified in every case. No connection is held during the hash.
+    verified in every case. No connection is held during the hash, so what this returns is a
+    snapshot: open the session with `tokens.start_login`, which is conditional on it.
     """
     row = await get_user_by_email(db, email)
     matches, new_hash = await passwords.verify_and_update(
@@ -103,16 +111,7 @@ async def authenticate(
         raise InvalidCredentials("wrong_password", row.id)
     if not row.is_active:
         raise InvalidCredentials("inactive", row.id)
-    if new_hash is not None:
-        # The stored hash used weaker parameters than today's; upgrade it now that we know
-        # the password.
-        change = {"user_id": row.id, "new_hash": new_hash}
-
-        def store_new_hash(statements: Statements) -> None:
-            statements.execute(STORE_PASSWORD_HASH, change)
-
-        await db.write(store_new_hash)
-    return row.id
+    return VerifiedLogin(account=row, rehash=new_hash)
 
 
 async def list_users(
@@ -134,7 +133,7 @@ async def list_users(
 
 
 async def change_password(
-    session: AsyncSession,
+    db: Transactions,
     *,
     passwords: Passwords,
     user: Account,
@@ -142,46 +141,87 @@ async def change_password(
     new_password: str,
     now: dt.datetime,
 ) -> None:
-    """Replace the password after checking the current one; ends every login of the user."""
-    await session.commit()  # no connection held across the hashes below
+    """Replace the password after checking the current one; ends every login of the user.
+
+    WrongPassword when the current password is wrong, or when the password (or the account)
+    changed after `user` was read: of concurrent changes from one current password, one wins.
+    """
     if not await passwords.verify(current_password, user.password_hash):
         raise WrongPassword
     new_hash = await passwords.hash(new_password)
-    await session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
-    await revoke_all_families(session, user_id=user.id, now=now)
-    await session.commit()
+
+    def replace(statements: Statements) -> bool:
+        return credentials.change_credentials(
+            statements,
+            user_id=user.id,
+            verified_version=user.credentials_version,
+            values={"password_hash": new_hash},
+            now=now,
+        )
+
+    if not await db.write(replace):
+        raise WrongPassword
 
 
 async def update_user(
-    session: AsyncSession,
+    db: Transactions,
     *,
-    user: User,
+    user_id: uuid.UUID,
     acting_admin: Account,
     name: str | None,
     is_active: bool | None,
     is_admin: bool | None,
     now: dt.datetime,
-) -> User:
-    """Apply an admin's changes; deactivating ends the user's logins at once."""
-    user_id = user.id  # read now: a rollback below expires the instance's attributes
+) -> Account:
+    """Apply an admin's changes; deactivating ends the user's logins at once, in the same
+    transaction, and voids every login still being verified (app/services/credentials.py)."""
     if user_id == acting_admin.id and (is_active is False or is_admin is False):
         raise SelfLockout
+    changes: dict[str, Any] = {}
     if name is not None:
-        user.name = name
+        changes["name"] = name
     if is_admin is not None:
-        user.is_admin = is_admin
-    try:
-        if is_active is not None:
-            user.is_active = is_active
-            if not is_active:
-                await revoke_all_families(session, user_id=user_id, now=now)
-        await session.commit()
-    except StaleDataError:
-        # The user was deleted between being looked up and being updated (found by the
-        # fault tests' mixed load): the same answer as if it had gone a moment earlier.
-        await session.rollback()
-        raise UserNotFound(user_id) from None
-    return user
+        changes["is_admin"] = is_admin
+    if is_active:
+        changes["is_active"] = True
+
+    def apply(statements: Statements) -> Account | None:
+        if is_active is False:
+            credentials.change_credentials(
+                statements,
+                user_id=user_id,
+                verified_version=None,
+                values={"is_active": False},
+                now=now,
+            )
+        if changes:
+            statements.execute(
+                _update_statement(tuple(sorted(changes))),
+                {f"new_{name}": value for name, value in changes.items()} | {"of_user_id": user_id},
+            )
+        account: Account | None = statements.execute(USER_BY_ID, {"id": user_id}).one_or_none()
+        return account
+
+    updated = await db.write(apply)
+    if updated is None:
+        # Deleted between being looked up and being updated (found by the fault tests' mixed
+        # load): the same answer as if it had gone a moment earlier.
+        raise UserNotFound(user_id)
+    return updated
+
+
+_updates: dict[tuple[str, ...], Prepared] = {}
+
+
+def _update_statement(columns: tuple[str, ...]) -> Prepared:
+    prepared = _updates.get(columns)
+    if prepared is None:
+        prepared = _updates[columns] = Prepared(
+            update(User)
+            .where(User.id == bindparam("of_user_id"))
+            .values({name: bindparam(f"new_{name}") for name in columns})
+        )
+    return prepared
 
 
 async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
