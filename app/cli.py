@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from app.config import Settings, describe_validation_error
+from app.config import Settings, describe_validation_error, generate_secret
 from app.db import make_engine
 from app.keys import (
     DEFAULT_RSA_BITS,
@@ -250,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--email", required=True)
     admin.add_argument("--name")
     _add_generate_key_parser(commands)
+    commands.add_parser(
+        "generate-secret",
+        help="print a new random SECRET_KEY",
+        description="Print 64 URL-safe characters (384 bits) from the OS's random source, "
+        "e.g. `SECRET_KEY=$(python -m app generate-secret)`. Production refuses placeholder, "
+        "short or guessable secrets.",
+    )
     _add_import_users_parser(commands)
     _add_serve_parser(commands)
     return parser
@@ -260,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate-key":  # needs no settings, so works before any exist
             sys.stdout.write(generate_key(algorithm=args.alg, rsa_bits=args.bits))
+            return 0
+        if args.command == "generate-secret":
+            print(generate_secret())
             return 0
         settings = Settings()
         if args.command == "serve":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -18,6 +19,18 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/app.db"
 # Where `make run` listens: outside production, links and metadata point there by default.
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 MIN_SECRET_BYTES = 32
+# The entropy a production secret must show (see secret_entropy_bits). The bound leaves room
+# under the 128 bits of a 16-byte random secret for the estimate's pessimism, and refuses what
+# people make up: phrases of placeholder words, repeats and counters score 70 bits or less.
+MIN_SECRET_BITS = 90
+ZXCVBN_MAX_LENGTH = 72
+# Words that secrets made up for this service are built from: zxcvbn counts them as one
+# dictionary word each, not as characters.
+SECRET_WORDS = (
+    "passgate", "secret", "key", "signing", "production", "prod", "jwt", "token", "auth",
+    "hs256", "changeme", "password", "super", "my", "your", "very", "long", "secure",
+)  # fmt: skip
+GENERATE_SECRET_COMMAND = "python -m app generate-secret"  # noqa: S105 - a command, not a secret
 SECRET_KEY_FILENAME = "secret_key"  # noqa: S105 - a file name, not a secret
 
 # Secrets that appear in tutorials, templates and .env examples. A production deployment
@@ -352,13 +365,45 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def generate_secret() -> str:
+    """A new secret: 48 bytes (384 bits) from the OS's CSPRNG, as 64 URL-safe characters."""
+    return secrets.token_urlsafe(48)
+
+
 def secret_key_problem(secret: str) -> str | None:
     """What makes a signing secret unfit for production, or None when it is fine."""
+    advice = f"generate one with: {GENERATE_SECRET_COMMAND}"
     if secret.strip().lower() in PLACEHOLDER_SECRETS:
-        return "is a well-known placeholder; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        return f"is a well-known placeholder; {advice}"
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        return f"must be at least {MIN_SECRET_BYTES} bytes long"
+        return f"must be at least {MIN_SECRET_BYTES} bytes long; {advice}"
+    bits = secret_entropy_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"is too easy to guess (about {bits:.0f} bits of entropy, at least "
+            f"{MIN_SECRET_BITS} needed); {advice}"
+        )
     return None
+
+
+def secret_entropy_bits(secret: str) -> float:
+    """A low estimate of the secret's entropy in bits: the lesser of two estimates.
+
+    zxcvbn's guess count finds what people build secrets from (repeats, sequences, keyboard
+    walks, dictionary words, placeholders such as `changeme` repeated to length); it counts a
+    character it cannot explain as 10 guesses, so 32 random hex characters (128 bits) score
+    about 96 bits or more. The alphabet estimate, length times log2 of the distinct characters
+    used, bounds what text over a small alphabet can hold (`0110...` random-looking to zxcvbn).
+    """
+    # Imported here: its word lists take a moment to load, and only production needs them.
+    from zxcvbn import zxcvbn
+
+    # zxcvbn refuses more than 72 characters, and its matching grows fast with length: the
+    # first 72 characters of a good secret are a good secret.
+    head = secret[:ZXCVBN_MAX_LENGTH]
+    guessed = zxcvbn(head, user_inputs=list(SECRET_WORDS))["guesses_log10"] * math.log2(10)
+    alphabet = len(secret) * math.log2(len(set(secret))) if len(set(secret)) > 1 else 0.0
+    return min(guessed, alphabet)
 
 
 def load_or_create_secret_key(settings: Settings) -> str:
@@ -379,7 +424,7 @@ def load_or_create_secret_key(settings: Settings) -> str:
         draft = path.with_name(f".{SECRET_KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(48) + "\n")
+            file.write(generate_secret() + "\n")
         try:
             os.link(draft, path)
         except FileExistsError:
