@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from app.db import SessionDep, utcnow
-from app.errors import bearer_challenge
+from app.errors import REVOKED_DESCRIPTION, bearer_challenge
 from app.lookups import TokenUserLookup
 from app.models import Account, User
 from app.security import AccessTokens, InvalidToken, Passwords
@@ -53,14 +53,16 @@ async def get_current_user(
     access_tokens: AccessTokens = request.app.state.access_tokens
     try:
         claims = access_tokens.decode(token, now=utcnow())
-    except InvalidToken:
-        raise bearer_challenge("invalid_token") from None
+    except InvalidToken as exc:
+        raise bearer_challenge("invalid_token", exc.description) from None
     # No session here: the lookup has its own one-round-trip path (app/lookups.py), and
     # routes that only need the caller then never open a session at all.
     lookup: TokenUserLookup = request.app.state.token_user_lookup
     user = await lookup.find(user_id=claims.user_id, family_id=claims.family_id)
     if user is None:
-        raise bearer_challenge("invalid_token")
+        # Logged out, password changed, session ended, account deactivated or deleted: to
+        # the token's holder, all the same thing.
+        raise bearer_challenge("invalid_token", REVOKED_DESCRIPTION)
     # The login this token belongs to, for routes that must tell "this session" from others.
     request.state.session_id = claims.family_id
     return user

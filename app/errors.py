@@ -83,11 +83,27 @@ class OAuthError(Exception):
         self.headers = headers or {}
 
 
-def bearer_challenge(error: str | None = None) -> HTTPException:
-    """A 401 carrying the RFC 6750 §3 challenge; pass "invalid_token" once a token was sent."""
-    challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+REVOKED_DESCRIPTION = "The access token was revoked"
+
+
+def bearer_challenge(error: str | None = None, description: str | None = None) -> HTTPException:
+    """A 401 carrying the RFC 6750 §3 challenge; pass "invalid_token" once a token was sent.
+
+    The description goes both into the challenge's error_description and into `detail`, so a
+    client reading either learns whether to log in again (expired, revoked) or fix its code
+    (malformed). With no token at all, RFC 6750 §3.1 wants the bare challenge.
+    """
+    if error is None:
+        challenge = "Bearer"
+    elif description is None:
+        challenge = f'Bearer error="{error}"'
+    else:
+        # RFC 6750 §3: the description may not hold a quote or a backslash; ours never do.
+        challenge = f'Bearer error="{error}", error_description="{description}"'
     return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, "Not authenticated", headers={"WWW-Authenticate": challenge}
+        status.HTTP_401_UNAUTHORIZED,
+        description or "Not authenticated",
+        headers={"WWW-Authenticate": challenge},
     )
 
 

@@ -80,7 +80,9 @@ RETRY_AFTER = {
     "schema": {"type": "integer", "minimum": 0},
 }
 WWW_AUTHENTICATE = {
-    "description": 'RFC 6750 §3 challenge: `Bearer`, or `Bearer error="invalid_token"`.',
+    "description": "RFC 6750 §3 challenge: `Bearer` without a token, else "
+    '`Bearer error="invalid_token", error_description="..."` saying whether the token is '
+    "malformed, expired, revoked or otherwise invalid (also the body's `detail`).",
     "required": True,
     "schema": {"type": "string"},
 }

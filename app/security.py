@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from jose import jwk, jwt
-from jose.exceptions import JWKError, JWTError
+from jose.exceptions import ExpiredSignatureError, JWKError, JWTError
 from passlib.context import CryptContext
 
 from app.config import Settings
@@ -287,7 +287,26 @@ class AccessClaims:
 
 
 class InvalidToken(Exception):
-    """The presented access token is not one we issued and would still accept."""
+    """The presented access token is not one we issued and would still accept.
+
+    `description` is what the client is told (RFC 6750 §3 error_description): whether the
+    token is malformed, expired or otherwise invalid, and nothing of why a signature or a claim
+    failed, which would help a forger more than a client.
+    """
+
+    description = "The access token is invalid"
+
+
+class MalformedToken(InvalidToken):
+    """Not the text of a JWT: not three canonical base64url segments, or too long."""
+
+    description = "The access token is malformed"
+
+
+class ExpiredToken(InvalidToken):
+    """Signed by one of our keys and otherwise acceptable, but past its `exp`."""
+
+    description = "The access token expired"
 
 
 def check_token_text(token: str) -> None:
@@ -299,10 +318,10 @@ def check_token_text(token: str) -> None:
     different cache key, and, with junk appended, as large as the client likes.
     """
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token too long")
+        raise MalformedToken("token too long")
     segments = token.split(".")
     if len(segments) != 3 or not all(_is_canonical_base64url(segment) for segment in segments):
-        raise InvalidToken("malformed token")
+        raise MalformedToken("malformed token")
 
 
 def _is_canonical_base64url(segment: str) -> bool:
@@ -523,6 +542,10 @@ class AccessTokens:
                 raise InvalidToken("bad auth_time")
             user_id = uuid.UUID(claims["sub"])
             family_id = uuid.UUID(claims["sid"])
+        # python-jose checks the signature before the claims, so only a token signed with one
+        # of our keys can be reported as expired.
+        except ExpiredSignatureError:
+            raise ExpiredToken("expired") from None
         # python-jose raises TypeError/ValueError/OverflowError for some malformed claim
         # values (an `iat` of null, a list, or 1e400) instead of its own JWTError.
         except (JWTError, JWKError, TypeError, ValueError, OverflowError, AttributeError) as exc:

@@ -127,7 +127,7 @@ async def test_deactivating_a_user_ends_its_tokens_at_once(client, database_url)
     assert response.json()["is_active"] is False
     me = await client.get("/users/me", headers=bearer(user["access_token"]))
     assert me.status_code == 401
-    assert me.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert me.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
     assert (await refresh(client, user["refresh_token"])).status_code == 400
     assert (await login(client, user["email"])).status_code == 400
 

@@ -213,7 +213,7 @@ async def test_a_forged_token_is_refused_and_no_key_url_is_fetched(
         await server.wait_closed()
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
     assert fetches == 0
 
 

@@ -18,6 +18,14 @@ from app.main import create_app
 from tests.conftest import TEST_SECRET, bearer, new_user, test_settings
 
 INVALID = 'Bearer error="invalid_token"'
+MALFORMED = "The access token is malformed"
+EXPIRED = "The access token expired"
+REVOKED = "The access token was revoked"
+OTHERWISE_INVALID = "The access token is invalid"
+
+
+def challenge(description: str) -> str:
+    return f'{INVALID}, error_description="{description}"'
 
 
 def _b64(data: dict | bytes) -> str:
@@ -110,6 +118,21 @@ FORGERY_NAMES = [
 ]  # fmt: skip
 
 
+# What each forgery is told (RFC 6750 §3 error_description); the rest are "invalid". Only a
+# token signed with our key can be told it expired, or that it was revoked (its login is gone).
+FORGERY_DESCRIPTIONS = {
+    "garbage": MALFORMED,
+    "two segments": MALFORMED,
+    "bad base64": MALFORMED,
+    "alg none": MALFORMED,  # an empty signature segment is not a JWS compact serialization
+    "alg none uppercase": MALFORMED,
+    "unicode junk": MALFORMED,
+    "expired": EXPIRED,
+    "unknown user": REVOKED,
+    "unknown login": REVOKED,
+}
+
+
 @pytest.mark.parametrize("forgery", FORGERY_NAMES)
 async def test_forged_and_malformed_tokens_get_401_invalid_token(client, forgery):
     user = await new_user(client)
@@ -120,7 +143,9 @@ async def test_forged_and_malformed_tokens_get_401_invalid_token(client, forgery
     response = await client.get("/users/me", headers={"Authorization": header})
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    description = FORGERY_DESCRIPTIONS.get(forgery, OTHERWISE_INVALID)
+    assert response.headers["www-authenticate"] == challenge(description)
+    assert response.json() == {"detail": description}
 
 
 async def test_a_token_for_a_deactivated_user_is_refused(client, app):
@@ -134,7 +159,7 @@ async def test_a_token_for_a_deactivated_user_is_refused(client, app):
     response = await client.get("/users/me", headers=bearer(user["access_token"]))
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    assert response.headers["www-authenticate"] == challenge(REVOKED)
 
 
 async def test_tokens_expire(tmp_path: Path, database_url: str):
@@ -149,4 +174,36 @@ async def test_tokens_expire(tmp_path: Path, database_url: str):
             await asyncio.sleep(claims["exp"] + 1 - time.time())
             response = await client.get("/users/me", headers=bearer(user["access_token"]))
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    assert response.headers["www-authenticate"] == challenge(EXPIRED)
+
+
+async def test_a_token_of_a_login_that_ended_is_told_it_was_revoked(client):
+    user = await new_user(client)
+    assert (await client.post("/logout", headers=bearer(user["access_token"]))).status_code == 204
+
+    response = await client.get("/users/me", headers=bearer(user["access_token"]))
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == challenge(REVOKED)
+    assert response.json() == {"detail": REVOKED}
+
+
+async def test_an_expired_token_signed_with_another_key_is_not_told_it_expired(client):
+    # Expiry is only news to the holder of a token we signed; a forger learns nothing.
+    user = await new_user(client)
+    now = int(time.time())
+    forged = _sign(
+        {**_claims_like(user), "iat": now - 7200, "exp": now - 3600},
+        key="another-secret-of-enough-length-1234567",
+    )
+
+    response = await client.get("/users/me", headers=bearer(forged))
+
+    assert response.headers["www-authenticate"] == challenge(OTHERWISE_INVALID)
+    assert response.json() == {"detail": OTHERWISE_INVALID}
+
+
+async def test_no_token_is_told_only_that_it_is_not_authenticated(client):
+    response = await client.get("/users/me")
+
+    assert response.json() == {"detail": "Not authenticated"}

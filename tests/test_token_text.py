@@ -93,7 +93,7 @@ async def test_another_spelling_of_a_valid_token_is_refused(client, variant):
     response = await _get_me(client, spelled)
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    assert response.headers["www-authenticate"].startswith(INVALID)
 
 
 async def test_a_validly_signed_token_longer_than_the_bound_is_refused(client):
@@ -109,7 +109,7 @@ async def test_a_validly_signed_token_longer_than_the_bound_is_refused(client):
     response = await client.get("/users/me", headers=bearer(long))
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    assert response.headers["www-authenticate"].startswith(INVALID)
 
 
 async def test_junk_after_a_valid_token_never_reaches_the_cache(client, app):

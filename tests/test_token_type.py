@@ -82,7 +82,7 @@ async def test_a_correctly_signed_token_of_another_type_is_refused_everywhere(cl
 
     me = await client.get("/users/me", headers=bearer(token))
     assert me.status_code == 401
-    assert me.headers["www-authenticate"] == INVALID
+    assert me.headers["www-authenticate"].startswith(INVALID)
     assert (await client.post("/logout", headers=bearer(token))).status_code == 401
     introspected = await client.post(
         "/introspect", data={"token": token}, auth=(CLIENT_ID, CLIENT_SECRET)
@@ -119,4 +119,4 @@ async def test_a_token_without_our_issuer_is_refused(client, issuer):
     response = await client.get("/users/me", headers=bearer(token))
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    assert response.headers["www-authenticate"].startswith(INVALID)
