@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from app.audit import AuditEvent, configure_audit_log, record
 from app.config import Settings, describe_validation_error, generate_secret
 from app.db import make_engine
 from app.keys import (
@@ -30,6 +31,9 @@ from app.services import imports, users
 from app.startup import StartupError, check_database, check_port_free, explain_database_error
 from app.transactions import Transactions
 
+# The audit reason of changes made by an operator's command rather than through the API.
+COMMAND_LINE = "command_line"
+
 
 class CommandError(Exception):
     """A problem to report in one line, with a non-zero exit status."""
@@ -40,7 +44,12 @@ def _validated(adapter: TypeAdapter, value: str, what: str) -> str:  # type: ign
         return adapter.validate_python(value)
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise CommandError(f"invalid {what}: {message}") from None
+        raise CommandError(f"{what}: {message}") from None
+
+
+def _password_source() -> str:
+    """What to call the password in an error: the variable it came from, or the prompt's."""
+    return "ADMIN_PASSWORD" if os.environ.get("ADMIN_PASSWORD") is not None else "password"
 
 
 def _read_new_password() -> str:
@@ -49,11 +58,28 @@ def _read_new_password() -> str:
     if password is not None:
         return password
     if not sys.stdin.isatty():
-        raise CommandError("set ADMIN_PASSWORD, or run in a terminal to be asked for a password")
-    password = getpass.getpass("Password for the admin: ")
-    if getpass.getpass("Repeat the password: ") != password:
-        raise CommandError("the two passwords differ")
+        raise CommandError(
+            "no password: set ADMIN_PASSWORD, or run in a terminal to be asked for one"
+        )
+    try:
+        password = getpass.getpass("Password for the admin: ")
+        if getpass.getpass("Repeat the password: ") != password:
+            raise CommandError("the two passwords differ; nothing was changed")
+    except EOFError:  # Ctrl+D at the prompt
+        sys.stderr.write("\n")  # the cursor is still after the prompt
+        raise CommandError("no password given (end of input); nothing was changed") from None
     return password
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question at the terminal; without one, the answer must come from --yes."""
+    if not sys.stdin.isatty():
+        raise CommandError(f"{question} Pass --yes to confirm (no terminal to ask at)")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 async def create_admin(
@@ -62,11 +88,16 @@ async def create_admin(
     email: str,
     name: str | None,
     read_password: Callable[[], str] = _read_new_password,
+    confirm: Callable[[str], bool] = _ask,
 ) -> str:
-    """Promote the user with this email, or create it as an admin with a password read now."""
-    email = _validated(TypeAdapter(Email), email, "email")
+    """Promote the user with this email, or create it as an admin with a password read now.
+
+    Reactivating or renaming an existing user is confirmed first (`confirm`, a prompt unless
+    --yes); every change is an audit event whose reason is `command_line`.
+    """
+    email = _validated(TypeAdapter(Email), email, "--email")
     if name is not None:
-        name = _validated(TypeAdapter(Name), name, "name")
+        name = _validated(TypeAdapter(Name), name, "--name")
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -76,7 +107,21 @@ async def create_admin(
         existing = await users.get_user_by_email(db, email)
         password = None
         if existing is None:
-            password = _validated(TypeAdapter(NewPassword), read_password(), "password")
+            password = _validated(TypeAdapter(NewPassword), read_password(), _password_source())
+        else:
+            changes = []
+            if not existing.is_active:
+                changes.append("reactivate it")
+            if name is not None and name != existing.name:
+                changes.append(f"rename it from {existing.name!r} to {name!r}")
+            if existing.is_admin and not changes:
+                return f"{existing.email} ({existing.id}) is already an admin; nothing changed"
+            if changes:
+                question = (
+                    f"{existing.email} exists; {' and '.join(changes)}, and make it an admin?"
+                )
+                if not confirm(question):
+                    raise CommandError(f"{existing.email} left as it was")
         user, created = await users.ensure_admin(
             db, passwords=passwords, email=email, name=name, password=password
         )
@@ -84,6 +129,12 @@ async def create_admin(
         passwords.close()
         await db.close()
         await engine.dispose()
+    if created:
+        record(AuditEvent.SIGNUP, user_id=user.id, reason=COMMAND_LINE)
+    if existing is not None and not existing.is_active:
+        record(AuditEvent.USER_REACTIVATED, user_id=user.id, reason=COMMAND_LINE)
+    if created or (existing is not None and not existing.is_admin):
+        record(AuditEvent.ADMIN_GRANTED, user_id=user.id, reason=COMMAND_LINE)
     verb = "created admin" if created else "made admin"
     return f"{verb} {user.email} ({user.id})"
 
@@ -245,10 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
         "create-admin",
         help="make the user with this email an admin, creating it if needed",
         description="The password comes from ADMIN_PASSWORD, else from a prompt (asked twice). "
-        "An existing user keeps its password.",
+        "An existing user keeps its password; reactivating or renaming one is confirmed at a "
+        "prompt, or by --yes.",
     )
     admin.add_argument("--email", required=True)
     admin.add_argument("--name")
+    admin.add_argument(
+        "--yes", action="store_true", help="reactivate or rename an existing user without asking"
+    )
     _add_generate_key_parser(commands)
     commands.add_parser(
         "generate-secret",
@@ -282,7 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "create-admin":
             configure_logging(settings.log_format, level=logging.WARNING)
-            print(asyncio.run(create_admin(settings, email=args.email, name=args.name)))
+            configure_audit_log(settings.audit_log, settings.log_format)
+            confirm = (lambda _question: True) if args.yes else _ask
+            print(
+                asyncio.run(
+                    create_admin(settings, email=args.email, name=args.name, confirm=confirm)
+                )
+            )
         elif args.command == "import-users":
             report = asyncio.run(
                 import_users(

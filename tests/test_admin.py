@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -24,17 +26,23 @@ from tests.conftest import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_admin(database_url: str, *args: str, password: str | None = DEFAULT_PASSWORD):
+def admin_environment(database_url: str, password: str | None) -> dict[str, str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "ENVIRONMENT": "test",
         "PASSWORD_HASH_MEMORY_KIB": "1024",
         "PASSWORD_HASH_TIME_COST": "1",
+        "LOG_FORMAT": "json",
     }
     env.pop("ADMIN_PASSWORD", None)
     if password is not None:
         env["ADMIN_PASSWORD"] = password
+    return env
+
+
+def create_admin(database_url: str, *args: str, password: str | None = DEFAULT_PASSWORD):
+    env = admin_environment(database_url, password)
     return subprocess.run(
         [sys.executable, "-m", "app", "create-admin", *args],
         env=env,
@@ -84,10 +92,10 @@ async def test_create_admin_promotes_an_existing_user_and_keeps_its_password(cli
 @pytest.mark.parametrize(
     ("args", "password", "message"),
     [
-        (["--email", "not-an-email"], DEFAULT_PASSWORD, "invalid email"),
-        (["--email", "new@example.com"], "short", "invalid password"),
-        (["--email", "new@example.com"], None, "ADMIN_PASSWORD"),
-        (["--email", "new@example.com", "--name", ""], DEFAULT_PASSWORD, "invalid name"),
+        (["--email", "not-an-email"], DEFAULT_PASSWORD, "passgate: --email: "),
+        (["--email", "new@example.com"], "short", "passgate: ADMIN_PASSWORD: "),
+        (["--email", "new@example.com"], None, "set ADMIN_PASSWORD"),
+        (["--email", "new@example.com", "--name", ""], DEFAULT_PASSWORD, "passgate: --name: "),
     ],
 )
 async def test_create_admin_refuses_bad_input_with_a_clear_message(
@@ -96,8 +104,8 @@ async def test_create_admin_refuses_bad_input_with_a_clear_message(
     result = create_admin(database_url, *args, password=password)
 
     assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("passgate: ") and message in result.stderr
 
 
 async def test_admins_can_rename_deactivate_and_promote(client, database_url):
@@ -141,6 +149,115 @@ async def test_a_reactivated_user_can_log_in_again(client, database_url):
     await client.patch(f"/users/{user['id']}", json={"is_active": True}, headers=headers)
 
     assert (await login(client, user["email"])).status_code == 200
+
+
+def audit_events(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+async def test_create_admin_records_the_promotion_as_an_audit_event(client, database_url):
+    user = await new_user(client, email="grace@example.com")
+
+    result = create_admin(database_url, "--email", "grace@example.com", password=None)
+
+    assert result.returncode == 0, result.stderr
+    events = audit_events(result.stdout)
+    assert [(e["event"], e["user_id"], e["reason"]) for e in events] == [
+        ("admin_granted", user["id"], "command_line")
+    ]
+
+
+async def test_create_admin_records_a_new_admin_as_signup_and_promotion(client, database_url):
+    result = create_admin(database_url, "--email", "root@example.com")
+
+    assert result.returncode == 0, result.stderr
+    events = [(e["event"], e["reason"]) for e in audit_events(result.stdout)]
+    assert events == [("signup", "command_line"), ("admin_granted", "command_line")]
+    assert DEFAULT_PASSWORD not in result.stdout + result.stderr
+
+
+async def test_create_admin_on_an_admin_changes_nothing(client, database_url):
+    await new_user(client, email="grace@example.com")
+    create_admin(database_url, "--email", "grace@example.com", password=None)
+
+    result = create_admin(database_url, "--email", "grace@example.com", password=None)
+
+    assert result.returncode == 0
+    assert "already an admin; nothing changed" in result.stdout
+    assert audit_events(result.stdout) == []
+
+
+@pytest.mark.parametrize("change", ["reactivate", "rename"])
+async def test_create_admin_asks_before_reactivating_or_renaming_a_user(
+    client, database_url, change
+):
+    admin = await admin_tokens(client, database_url)
+    user = await new_user(client, email="grace@example.com")
+    args = ["--email", "grace@example.com"]
+    if change == "reactivate":
+        deactivate = {"is_active": False}
+        await client.patch(
+            f"/users/{user['id']}", json=deactivate, headers=bearer(admin["access_token"])
+        )
+    else:
+        args += ["--name", "Grace Hopper"]
+
+    refused = create_admin(database_url, *args, password=None)
+
+    # No terminal to ask at (stdin is /dev/null): one line saying how to confirm.
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("passgate: grace@example.com exists; ")
+    assert "--yes" in refused.stderr
+    assert (await login(client, "grace@example.com")).status_code == (
+        400 if change == "reactivate" else 200
+    )
+
+    confirmed = create_admin(database_url, *args, "--yes", password=None)
+
+    assert confirmed.returncode == 0, confirmed.stderr
+    tokens = (await login(client, "grace@example.com")).json()
+    me = (await client.get("/users/me", headers=bearer(tokens["access_token"]))).json()
+    assert me["is_admin"] is True and me["is_active"] is True
+    assert me["name"] == ("Grace Hopper" if change == "rename" else user["name"])
+    events = [e["event"] for e in audit_events(confirmed.stdout)]
+    expected = ["user_reactivated"] if change == "reactivate" else []
+    assert events == [*expected, "admin_granted"]
+
+
+def test_ctrl_d_at_the_password_prompt_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    controller, terminal = pty.openpty()
+    # A session of its own, so /dev/tty is not the terminal running the tests: getpass then
+    # reads the pseudo-terminal on stdin, as it would a real one.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "create-admin", "--email", "root@example.com"],
+        env=admin_environment(url, None),
+        cwd=ROOT,
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        assert process.stderr is not None
+        prompt = b""
+        while b"Password for the admin: " not in prompt:
+            chunk = process.stderr.read1(1024)
+            assert chunk, prompt
+            prompt += chunk
+        os.write(controller, b"\x04")  # Ctrl+D
+        _, rest = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert (prompt + rest).decode().splitlines() == [
+        "Password for the admin: ",
+        "passgate: no password given (end of input); nothing was changed",
+    ]
 
 
 async def test_admins_can_delete_users_and_their_tokens(client, database_url):
