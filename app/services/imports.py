@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
 from app.hash_formats import UnacceptableHash, identify
-from app.models import User, uuid7
+from app.models import Account, uuid7
 from app.schemas import Email, Name
 from app.services import users
-from app.transactions import Prepared, Statements, Transactions
+from app.transactions import Statements, Transactions
 
 FIELDS = {"email", "name", "password_hash", "email_verified", "is_admin", "created_at"}
 REQUIRED = ("email", "name", "password_hash")
@@ -249,11 +248,6 @@ def _parse_row(
     )
 
 
-def _insert_statement(row: dict[str, Any]) -> Prepared:
-    # Columns the import does not set (added by later features) take their defaults.
-    return Prepared(insert(User.__table__), column_keys=list(row))
-
-
 async def import_users(
     db: Transactions,
     rows: Iterable[SourceRow],
@@ -268,7 +262,6 @@ async def import_users(
     report = ImportReport(dry_run=dry_run)
     now = utcnow()
     seen: dict[str, str] = {}  # normalised email -> label of the row that had it first
-    has_email_verified = "email_verified" in User.__table__.c
 
     def check_hash(value: object) -> object:
         return identify(
@@ -308,10 +301,11 @@ async def import_users(
             report.created += 1
             continue
         created_at = account.created_at or now
-        # Ids from the row's own creation time, and the file position after it: listing
-        # users (ordered by id) shows imported accounts where they joined, in file order
-        # within a millisecond.
-        row: dict[str, Any] = {
+        # Built as signup builds its row (users.create_user), so that every column is set.
+        # Ids from the row's own creation time, and the file position after it: listing users
+        # (ordered by id) shows imported accounts where they joined, in file order within a
+        # millisecond.
+        values: dict[str, Any] = {
             "id": uuid7(created_at, sequence=position),
             "name": account.name,
             "email": account.email,
@@ -320,15 +314,14 @@ async def import_users(
             "is_active": True,
             "is_admin": account.is_admin,
             "created_at": created_at,
+            "credentials_version": 0,
         }
-        if has_email_verified:
-            row["email_verified"] = account.email_verified
-        statement = _insert_statement(row)
+        if "email_verified" in Account._fields:  # the address-verification feature's column
+            values["email_verified"] = account.email_verified
+        row = Account(**values)._asdict()
 
-        def insert_account(
-            statements: Statements, statement: Prepared = statement, row: dict[str, Any] = row
-        ) -> None:
-            statements.execute(statement, row)
+        def insert_account(statements: Statements, row: dict[str, Any] = row) -> None:
+            statements.execute(users.INSERT_USER, row)
 
         try:
             await db.write(insert_account)
