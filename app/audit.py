@@ -44,6 +44,18 @@ class AuditEvent(StrEnum):
     SESSION_ENDED = "session_ended"
     # reason: self, self_except_current or admin.
     SESSIONS_ENDED = "sessions_ended"
+    # Mail flows. A *_requested event without user_id is a request for an address that gets no
+    # mail (reason: unknown_email, inactive, verified, cooldown); the answer is the same.
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"
+    PASSWORD_RESET_COMPLETED = "password_reset_completed"
+    PASSWORD_RESET_FAILED = "password_reset_failed"
+    EMAIL_VERIFICATION_REQUESTED = "email_verification_requested"
+    EMAIL_VERIFIED = "email_verified"
+    EMAIL_VERIFICATION_FAILED = "email_verification_failed"
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGE_FAILED = "email_change_failed"
+    EMAIL_CHANGED = "email_changed"
+    NAME_CHANGED = "name_changed"
 
 
 def record(

@@ -6,6 +6,7 @@ import math
 import os
 import secrets
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -170,6 +171,41 @@ class Settings(BaseSettings):
     # Turns GET /metrics on, for scrapers sending it as a bearer token; unset: /metrics is 404.
     metrics_token: SecretStr | None = None
 
+    # Mail (app/services/mail.py). Without smtp_host, mail is written as .eml files to
+    # mail_outbox_dir instead of being sent.
+    product_name: str = "Passgate"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    # Seconds to open the connection (TLS handshake included), and to wait for each reply.
+    smtp_connect_timeout_seconds: float = 10.0
+    smtp_timeout_seconds: float = 30.0
+    mail_from: str = "Passgate <no-reply@localhost>"
+    mail_outbox_dir: Path | None = None
+    # A failed delivery is retried after mail_retry_base_seconds, then twice as long each time
+    # up to mail_retry_max_interval_seconds, until mail_retry_for_seconds after the mail was
+    # queued; then it is recorded as failed.
+    mail_retry_base_seconds: float = 30.0
+    mail_retry_max_interval_seconds: float = 1800.0
+    mail_retry_for_seconds: float = 172_800.0
+    # How often each process looks for mail queued by the others (its own wakes it at once).
+    mail_poll_interval_seconds: float = 5.0
+    # How long a process holds a mail it took for sending before another may take it: a
+    # process killed mid-send delays that mail by this much. Longer than a whole SMTP exchange.
+    mail_claim_seconds: float = 120.0
+
+    require_email_verification: bool = False
+    password_reset_ttl_seconds: int = 1800
+    email_verification_ttl_seconds: int = 86_400
+    password_reset_url: str | None = None
+    email_verification_url: str | None = None
+    # Reset and verification requests per client address (429 beyond), and the quiet period
+    # per address and purpose during which a new request sends nothing (still 202).
+    recovery_rate_limit: str = "5 per 15 minutes"
+    recovery_cooldown_seconds: int = 60
+
     @field_validator("cors_origins", "jwt_verify_key_files", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -182,7 +218,7 @@ class Settings(BaseSettings):
     def _parse_clients(cls, value: object) -> object:
         return IntrospectionClient.parse_all(value) if isinstance(value, str) else value
 
-    @field_validator("login_rate_limit", "signup_rate_limit")
+    @field_validator("login_rate_limit", "signup_rate_limit", "recovery_rate_limit")
     @classmethod
     def _one_rate_limit(cls, value: str) -> str:
         try:
@@ -213,6 +249,41 @@ class Settings(BaseSettings):
     def _absolute_http_url(cls, value: str) -> str:
         return normalize_public_url(value) if value.strip() else ""
 
+    @field_validator("password_reset_url", "email_verification_url")
+    @classmethod
+    def _page_url(cls, value: str | None) -> str | None:
+        return normalize_public_url(value) if value else None
+
+    @field_validator(
+        "smtp_connect_timeout_seconds",
+        "smtp_timeout_seconds",
+        "mail_retry_base_seconds",
+        "mail_retry_max_interval_seconds",
+        "mail_poll_interval_seconds",
+        "mail_claim_seconds",
+    )
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("mail_retry_for_seconds")
+    @classmethod
+    def _retry_a_day(cls, value: float) -> float:
+        # API.md: a mail server that is down for a day delays mail, it does not lose it.
+        if value < 86_400:
+            raise ValueError("must be at least 86400 (a day)")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        _name, address = parseaddr(value)
+        if "@" not in address or any(char in value for char in "\r\n"):
+            raise ValueError('must be one address, such as "Passgate <no-reply@example.com>"')
+        return value
+
     @model_validator(mode="after")
     def _public_url_default(self) -> Settings:
         if self.public_url:
@@ -238,20 +309,36 @@ class Settings(BaseSettings):
         "jwt_private_key_file",
         "redis_url",
         "metrics_token",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        "mail_outbox_dir",
+        "password_reset_url",
+        "email_verification_url",
         mode="before",
     )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("access_token_ttl_seconds", "refresh_token_ttl_seconds")
+    @field_validator(
+        "access_token_ttl_seconds",
+        "refresh_token_ttl_seconds",
+        "password_reset_ttl_seconds",
+        "email_verification_ttl_seconds",
+    )
     @classmethod
     def _positive_ttl(cls, value: int) -> int:
         if value <= 0:
             raise ValueError("must be a positive number of seconds")
         return value
 
-    @field_validator("jwks_max_age_seconds", "db_pool_recycle_seconds", "db_max_overflow")
+    @field_validator(
+        "jwks_max_age_seconds",
+        "db_pool_recycle_seconds",
+        "db_max_overflow",
+        "recovery_cooldown_seconds",
+    )
     @classmethod
     def _not_negative(cls, value: int) -> int:
         if value < 0:
@@ -322,6 +409,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where mail goes without SMTP_HOST."""
+        return self.mail_outbox_dir or self.data_dir / "outbox"
 
     @property
     def data_dir(self) -> Path:

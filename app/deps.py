@@ -14,6 +14,7 @@ from app.lookups import TokenUserLookup
 from app.models import Account, User
 from app.security import AccessTokens, InvalidToken, Passwords
 from app.services import users
+from app.services.mail import Mailer
 from app.transactions import Transactions
 
 # auto_error=False: we answer a missing token ourselves with RFC 6750's challenge. The scheme
@@ -37,7 +38,12 @@ async def get_transactions(request: Request) -> Transactions:
     return request.app.state.transactions
 
 
+async def get_mailer(request: Request) -> Mailer:
+    return request.app.state.mailer
+
+
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
 AccessTokensDep = Annotated[AccessTokens, Depends(get_access_tokens)]
 TransactionsDep = Annotated[Transactions, Depends(get_transactions)]
 

@@ -49,6 +49,18 @@ class InvalidRefreshToken(DomainError):
         self.reused_by = reused_by
 
 
+class EmailNotVerified(DomainError):
+    """The password was right, but REQUIRE_EMAIL_VERIFICATION holds the login back."""
+
+    def __init__(self, user_id: uuid.UUID) -> None:
+        super().__init__("email_not_verified")
+        self.user_id = user_id
+
+
+class InvalidOneTimeToken(DomainError):
+    """A mailed token that is unknown, expired, spent, voided or for another purpose: one answer."""
+
+
 class SelfLockout(DomainError):
     """An admin tried to demote, deactivate or delete itself through the admin routes."""
 

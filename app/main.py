@@ -37,9 +37,10 @@ from app.migrate import upgrade_to_head
 from app.openapi import operation_id
 from app.pages import install_pages
 from app.ratelimit import Throttle
-from app.routers import health, introspection, sessions, tokens, users, well_known
+from app.routers import health, introspection, recovery, sessions, tokens, users, well_known
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, IntrospectionClients, Passwords
+from app.services.mail import Mailer
 from app.services.tokens import purge_expired
 from app.transactions import Transactions
 
@@ -95,6 +96,11 @@ def log_startup(settings: Settings, keys: TokenKeys) -> None:
         "verification_kids": ",".join(kids) if kids else None,
         "public_url": settings.public_url,
         "redis": "configured" if settings.redis_url else "not configured (per-process limits)",
+        "mail": (
+            f"SMTP {settings.smtp_host}:{settings.smtp_port} ({settings.smtp_tls})"
+            if settings.smtp_host
+            else f"no SMTP_HOST: .eml files in {settings.outbox_dir.resolve()}"
+        ),
         "docs": f"{settings.public_url}/docs",
     }
     logger.info(
@@ -117,12 +123,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.throttle = Throttle.from_settings(settings)
     app.state.introspection_clients = IntrospectionClients.from_settings(settings)
     log_startup(settings, app.state.token_keys)
+    app.state.mailer = Mailer(settings, app.state.transactions)
+    app.state.mailer.start()
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
     try:
         yield
     finally:
+        await app.state.mailer.stop()
         cleanup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup
@@ -212,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(introspection.router)
     app.include_router(well_known.router)
+    app.include_router(recovery.router)
     app.include_router(health.router)
     install_docs(app)
     install_pages(app)

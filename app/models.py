@@ -1,4 +1,4 @@
-"""The tables: users, the logins (token families) they hold, and those logins' refresh tokens."""
+"""The tables: users, their logins (token families) and refresh tokens, mail and mailed tokens."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import NamedTuple
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -63,6 +63,8 @@ class User(Base):
     # Moves on at every event that must end logins and void decisions taken before it (a new
     # password, a deactivation, a second factor enrolled): see app/services/credentials.py.
     credentials_version: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Set when the user proves it reads mail at `email`: a verification or reset link used.
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     token_families: Mapped[list[TokenFamily]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
@@ -90,6 +92,7 @@ class Account(NamedTuple):
     is_admin: bool
     created_at: dt.datetime
     credentials_version: int
+    email_verified: bool
 
 
 class TokenFamily(Base):
@@ -144,3 +147,59 @@ class RefreshToken(Base):
     family: Mapped[TokenFamily] = relationship(back_populates="refresh_tokens", lazy="raise")
 
     __table_args__ = (Index("ix_refresh_tokens_expires_at", "expires_at"),)
+
+
+class OutboxMail(Base):
+    """A mail to send: written in the transaction of the request that wants it sent.
+
+    The sender (app/services/mail.py) claims a due row by setting `claimed_until`, composes the
+    message (minting its one-time token only then), sends it, and records `sent_at`, or the
+    error and the next attempt's `due_at`, or `failed_at` once retries run out.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # What the mail is for: one of app.services.mail.MailKind.
+    kind: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The last attempt's outcome: the SMTP server's reply or the connection error, never the
+    # message (it holds a link with a token).
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+
+    # The sender's query: pending rows by due time.
+    __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "due_at"),)
+
+
+class OneTimeToken(Base):
+    """A token sent by mail (password reset, address verification or change), stored hashed.
+
+    Spent by one conditional UPDATE (used_at IS NULL AND expires_at > now); bound to one user,
+    one purpose and the address it was sent to.
+    """
+
+    __tablename__ = "one_time_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32))
+    email: Mapped[str] = mapped_column(String(320))
+    # SHA-256 of the token's 256 random bits: a database leak yields nothing to present.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The user's credentials_version when the token was minted: a reset link dies with any
+    # later credential change (app/services/credentials.py).
+    credentials_version: Mapped[int] = mapped_column(Integer)

@@ -37,6 +37,10 @@ TAGS: list[dict[str, str]] = [
     {"name": "tokens", "description": "OAuth 2.0: log in, refresh, revoke, log out."},
     {"name": "sessions", "description": "See where you are logged in; end one login or all."},
     {"name": "users", "description": "Look up other users."},
+    {
+        "name": "recovery",
+        "description": "Links by mail: reset a forgotten password, verify an address.",
+    },
     {"name": "admin", "description": "Administrators only: change or remove any user."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
@@ -45,12 +49,16 @@ TAGS: list[dict[str, str]] = [
 OAUTH_ENDPOINTS = frozenset({("post", "/token"), ("post", "/revoke"), ("post", "/introspect")})
 
 # Where the attempt limiters stand (see API.md: LOGIN_RATE_LIMIT and SIGNUP_RATE_LIMIT).
+# RECOVERY_RATE_LIMIT for the mail requests; the login throttle for /users/me/email's password.
 RATE_LIMITED = frozenset(
     {
         ("post", "/token"),
         ("post", "/signup"),
         ("post", "/users/me/password"),
         ("post", "/introspect"),
+        ("post", "/users/me/email"),
+        ("post", "/password-reset"),
+        ("post", "/email-verification"),
     }
 )
 

@@ -48,6 +48,8 @@ LOGIN_ACCOUNT = "login_account"
 LOGIN_ADDRESS = "login_address"
 SIGNUP_ADDRESS = "signup_address"
 INTROSPECTION_ADDRESS = "introspection_address"
+RECOVERY_ADDRESS = "recovery_address"
+MAIL_COOLDOWN = "mail_cooldown"
 
 RATE_LIMIT_OK = "ok"
 RATE_LIMIT_PER_PROCESS = "per-process"
@@ -103,11 +105,17 @@ class Throttle:
         *,
         login_limit: str,
         signup_limit: str,
+        recovery_limit: str = "5 per 15 minutes",
+        mail_cooldown_seconds: int = 60,
         redis_url: str | None = None,
         key_prefix: str = "passgate",
     ) -> None:
         self.login_limit: RateLimitItem = parse(login_limit)
         self.signup_limit: RateLimitItem = parse(signup_limit)
+        self.recovery_limit: RateLimitItem = parse(recovery_limit)
+        self.mail_cooldown: RateLimitItem | None = (
+            parse(f"1 per {mail_cooldown_seconds} seconds") if mail_cooldown_seconds else None
+        )
         self._memory = MemoryStorage()
         self._redis: RedisStorage | None = None
         self._redis_pool: redis.asyncio.ConnectionPool | None = None
@@ -138,6 +146,8 @@ class Throttle:
         return cls(
             login_limit=settings.login_rate_limit,
             signup_limit=settings.signup_rate_limit,
+            recovery_limit=settings.recovery_rate_limit,
+            mail_cooldown_seconds=settings.recovery_cooldown_seconds,
             redis_url=settings.redis_url,
             key_prefix=settings.redis_key_prefix,
         )
@@ -193,6 +203,26 @@ class Throttle:
     async def start_signup(self, *, address: str) -> None:
         """Count a signup from this address; Throttled when over the limit."""
         await self._take(self.signup_limit, (SIGNUP_ADDRESS, address))
+
+    async def start_recovery(self, *, address: str) -> None:
+        """Count a reset or verification request from this address; Throttled when over."""
+        await self._take(self.recovery_limit, (RECOVERY_ADDRESS, address))
+
+    async def mail_cooling_down(self, *, purpose: str, email: str) -> bool:
+        """Whether a mail of this purpose went to this address moments ago (then: send none).
+
+        Counted for every address, registered or not, so the answer and its cost reveal
+        nothing; a request inside the quiet period is answered as usual and sends nothing.
+        """
+        if self.mail_cooldown is None:
+            return False
+        item = self.mail_cooldown
+        allowed = await self._call(
+            lambda storage: FixedWindowRateLimiter(storage).hit(
+                item, MAIL_COOLDOWN, purpose, account_key(email)
+            )
+        )
+        return not allowed
 
     async def _take(self, item: RateLimitItem, *keys: tuple[str, str]) -> None:
         taken: list[tuple[str, str]] = []

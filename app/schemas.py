@@ -149,12 +149,83 @@ class PasswordChange(BaseModel):
     )
 
 
+# Mailed tokens are 43 characters; anything far longer is refused before it is hashed.
+OneTimeTokenText = Annotated[str, StringConstraints(max_length=512)]
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "ada@example.com"}]}
+    )
+
+    email: Email
+
+
+class EmailVerificationRequest(PasswordResetRequest):
+    pass
+
+
+class PasswordResetConfirm(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "<token from the link's #token= fragment>",
+                    "new_password": "difference-engine-1822",
+                }
+            ]
+        },
+    )
+
+    token: OneTimeTokenText = Field(description="The `token` from the mailed link's fragment.")
+    new_password: NewPassword = Field(
+        json_schema_extra={"format": "password", "minLength": 8, "maxLength": 128}
+    )
+
+
+class EmailVerificationConfirm(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"token": "<token from the link's #token= fragment>"}]},
+    )
+
+    token: OneTimeTokenText = Field(description="The `token` from the mailed link's fragment.")
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Ada"}]})
+
+    name: Name = Field(description="1 to 100 characters after trimming.")
+
+
+class EmailChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"new_email": "ada@lovelace.example", "current_password": "analytical-engine-1843"}
+            ]
+        },
+    )
+
+    new_email: Email
+    current_password: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        json_schema_extra={"format": "password"}
+    )
+
+
+class AcceptedOut(BaseModel):
+    detail: str
+
+
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
     name: str
     email: str
+    email_verified: bool
     is_active: bool
     is_admin: bool
     created_at: dt.datetime

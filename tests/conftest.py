@@ -166,3 +166,16 @@ def pg_only() -> Iterator[None]:
     if TEST_DATABASE_URL is None:
         pytest.skip("needs TEST_DATABASE_URL (a PostgreSQL server)")
     yield
+
+
+@pytest.fixture
+def mail_server() -> Iterator[Any]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd), capturing what the service sends."""
+    from tests.mail import MailServer
+
+    server = MailServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

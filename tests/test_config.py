@@ -224,6 +224,20 @@ def test_the_service_refuses_to_start_in_production_without_a_public_url(tmp_pat
     assert "PUBLIC_URL is required" in lines[0]
 
 
+def test_mail_is_retried_for_at_least_a_day(tmp_path):
+    with pytest.raises(ValidationError, match="at least 86400"):
+        settings(tmp_path, mail_retry_for_seconds=3600)
+
+
+def test_production_needs_no_mail_server(tmp_path):
+    """Without SMTP_HOST mail goes to .eml files, in production as elsewhere."""
+    production = settings(
+        tmp_path, environment="production", secret_key="k" * 48, public_url="https://a.example"
+    )
+    assert production.smtp_host is None
+    assert production.outbox_dir == tmp_path / "data" / "outbox"
+
+
 def test_cors_origins_are_a_comma_separated_list(monkeypatch):
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
 

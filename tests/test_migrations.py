@@ -44,7 +44,9 @@ async def test_downgrade_to_base_and_upgrade_again(empty_database_url):
     assert await _tables(empty_database_url) <= {"alembic_version"}
 
     await asyncio.to_thread(upgrade_blocking, empty_database_url)
-    assert {"users", "token_families", "refresh_tokens"} <= await _tables(empty_database_url)
+    assert {"users", "token_families", "refresh_tokens", "outbox", "one_time_tokens"} <= (
+        await _tables(empty_database_url)
+    )
     assert await _schema_differences(empty_database_url) == []
 
 

@@ -31,8 +31,18 @@ EXPECTED_STATUSES: dict[tuple[str, str], set[str]] = {
     ("get", "/.well-known/jwks.json"): {"200"},
     ("get", "/.well-known/oauth-authorization-server"): {"200"},
     ("post", "/introspect"): {"200", "400", "401", "413", "429", "503"},
+    ("patch", "/users/me"): {"200", "400", "401", "404", "413", "422", "503"},
+    ("post", "/users/me/email"): {"202", "400", "401", "409", "413", "422", "429", "503"},
+    ("post", "/password-reset"): {"202", "400", "413", "422", "429", "503"},
+    ("post", "/password-reset/confirm"): {"204", "400", "413", "422", "503"},
+    ("post", "/email-verification"): {"202", "400", "413", "422", "429", "503"},
+    ("post", "/email-verification/confirm"): {"200", "400", "409", "413", "422", "503"},
 }
 PUBLIC = {
+    ("post", "/password-reset"),
+    ("post", "/password-reset/confirm"),
+    ("post", "/email-verification"),
+    ("post", "/email-verification/confirm"),
     ("post", "/signup"),
     ("post", "/token"),
     ("post", "/revoke"),
@@ -142,6 +152,9 @@ async def test_rate_limited_operations_document_429_with_retry_after(document):
         ("post", "/signup"),
         ("post", "/users/me/password"),
         ("post", "/introspect"),
+        ("post", "/users/me/email"),
+        ("post", "/password-reset"),
+        ("post", "/email-verification"),
     }
     for key, operation in operations(document).items():
         responses = operation["responses"]
@@ -159,6 +172,12 @@ async def test_every_request_body_documents_413_and_offers_examples(document):
         ("post", "/token"),
         ("post", "/revoke"),
         ("post", "/introspect"),
+        ("patch", "/users/me"),
+        ("post", "/users/me/email"),
+        ("post", "/password-reset"),
+        ("post", "/password-reset/confirm"),
+        ("post", "/email-verification"),
+        ("post", "/email-verification/confirm"),
     }
     for key in with_body:
         operation = operations(document)[key]

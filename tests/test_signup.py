@@ -15,7 +15,16 @@ async def test_signup_creates_a_user_and_points_to_it(client):
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "name", "email", "is_active", "is_admin", "created_at"}
+    assert set(body) == {
+        "id",
+        "name",
+        "email",
+        "email_verified",
+        "is_active",
+        "is_admin",
+        "created_at",
+    }
+    assert body["email_verified"] is False
     assert body["name"] == "Ada Lovelace"
     assert body["email"] == "ada@example.com"
     assert body["is_active"] is True

@@ -30,6 +30,7 @@ def user_row(email: str) -> dict[str, object]:
         "is_admin": False,
         "created_at": dt.datetime(2026, 11, 28, 13, 55, 23, 123456, tzinfo=dt.UTC),
         "credentials_version": 0,
+        "email_verified": False,
     }
 
 

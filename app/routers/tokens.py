@@ -12,6 +12,7 @@ from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
 from app.deps import AccessTokensDep, CurrentUser, PasswordsDep, TransactionsDep
 from app.errors import (
+    EmailNotVerified,
     InvalidCredentials,
     InvalidRefreshToken,
     OAuthError,
@@ -121,7 +122,11 @@ async def issue_token(
             raise OAuthError("invalid_grant", "Invalid email or password")
         try:
             verified = await users.authenticate(
-                db, passwords=passwords, email=email, password=secret
+                db,
+                passwords=passwords,
+                email=email,
+                password=secret,
+                require_verified=request.app.state.settings.require_email_verification,
             )
             issued = await tokens.start_login(
                 db,
@@ -136,6 +141,9 @@ async def issue_token(
         except InvalidCredentials as exc:
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
             raise OAuthError("invalid_grant", "Invalid email or password") from None
+        except EmailNotVerified as exc:
+            record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason="unverified")
+            raise OAuthError("invalid_grant", "email address not verified") from None
         await throttle.login_succeeded(account=email, address=address)
         record(AuditEvent.LOGIN_SUCCEEDED, user_id=issued.user_id)
     elif grant_type == "refresh_token":

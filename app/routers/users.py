@@ -11,12 +11,36 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
-from app.deps import AdminUser, CurrentUser, PasswordsDep, TransactionsDep, UserByPath
-from app.errors import EmailTaken, SelfLockout, UserNotFound, WrongPassword, too_many_attempts
+from app.deps import (
+    AdminUser,
+    CurrentUser,
+    MailerDep,
+    PasswordsDep,
+    TransactionsDep,
+    UserByPath,
+)
+from app.errors import (
+    EmailTaken,
+    SelfLockout,
+    UserNotFound,
+    WrongPassword,
+    too_many_attempts,
+)
 from app.models import Account, User
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
-from app.schemas import ErrorOut, PasswordChange, UserCreate, UserOut, UserPage, UserUpdate
-from app.services import users
+from app.schemas import (
+    AcceptedOut,
+    EmailChange,
+    ErrorOut,
+    PasswordChange,
+    ProfileUpdate,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserUpdate,
+)
+from app.services import recovery, users
+from app.services.mail import MailKind
 
 router = APIRouter()
 
@@ -74,8 +98,10 @@ async def signup(
     response: Response,
     throttle: ThrottleDep,
     address: ClientAddress,
+    mailer: MailerDep,
 ) -> Account:
-    """Create an account. An email can be registered once, whatever its letter case."""
+    """Create an account. An email can be registered once, whatever its letter case.
+    A link to verify the address is mailed to it."""
     try:
         await throttle.start_signup(address=address)
     except Throttled as exc:
@@ -85,6 +111,7 @@ async def signup(
         user = await users.create_user(db, passwords=passwords, **body.model_dump())
     except EmailTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, "Email already registered") from None
+    mailer.wake()
     record(AuditEvent.SIGNUP, user_id=user.id)
     response.headers["Location"] = f"/users/{user.id}"
     return user
@@ -132,8 +159,10 @@ async def change_my_password(
     passwords: PasswordsDep,
     throttle: ThrottleDep,
     address: ClientAddress,
+    mailer: MailerDep,
 ) -> None:
-    """Change your password. Every session of the account ends, this one included: log in again."""
+    """Change your password. Every session of the account ends, this one included: log in again.
+    A notice is mailed to the account's address."""
     # The same counts as /token: a stolen access token must not buy extra password guesses.
     try:
         await throttle.start_login(account=user.email, address=address)
@@ -153,7 +182,84 @@ async def change_my_password(
         record(AuditEvent.PASSWORD_CHANGE_FAILED, user_id=user.id, reason="wrong_password")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Current password is wrong") from None
     await throttle.login_succeeded(account=user.email, address=address)
+    mailer.wake()
     record(AuditEvent.PASSWORD_CHANGED, user_id=user.id)
+
+
+@router.patch(
+    "/users/me",
+    response_model=UserOut,
+    responses={**AUTHENTICATED, 404: {"model": ErrorOut, "description": "The account is gone"}},
+    tags=["accounts"],
+)
+async def update_me(body: ProfileUpdate, user: CurrentUser, db: TransactionsDep) -> Account:
+    """Change your name."""
+    try:
+        updated = await users.rename_user(db, user_id=user.id, name=body.name)
+    except UserNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found") from None
+    record(AuditEvent.NAME_CHANGED, user_id=user.id)
+    return updated
+
+
+@router.post(
+    "/users/me/email",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AcceptedOut,
+    responses={
+        **AUTHENTICATED,
+        400: {"model": ErrorOut, "description": "The current password is wrong"},
+        409: {"model": ErrorOut, "description": "The new address is already registered"},
+        **THROTTLED,
+    },
+    tags=["accounts"],
+)
+async def change_my_email(
+    body: EmailChange,
+    user: CurrentUser,
+    db: TransactionsDep,
+    passwords: PasswordsDep,
+    throttle: ThrottleDep,
+    address: ClientAddress,
+    mailer: MailerDep,
+) -> AcceptedOut:
+    """Change your address: a confirmation link goes to the new one, and the address changes
+    when it is used (the old address then gets a notice). Sessions go on."""
+    if users.normalize_email(body.new_email) == users.normalize_email(user.email):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {
+                    "loc": ["body", "new_email"],
+                    "msg": "must differ from the current address",
+                    "type": "value_error",
+                }
+            ],
+        )
+    # The same counts as /token: a stolen access token must not buy extra password guesses.
+    try:
+        await throttle.start_login(account=user.email, address=address)
+    except Throttled as exc:
+        record(AuditEvent.THROTTLED, user_id=user.id, reason=exc.key)
+        raise too_many_attempts(exc.retry_after) from None
+    if not await passwords.verify(body.current_password, user.password_hash):
+        record(AuditEvent.EMAIL_CHANGE_FAILED, user_id=user.id, reason="wrong_password")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Current password is wrong")
+    await throttle.login_succeeded(account=user.email, address=address)
+    quiet = await throttle.mail_cooling_down(
+        purpose=str(MailKind.EMAIL_CHANGE), email=body.new_email
+    )
+    try:
+        await recovery.request_email_change(
+            db, user=user, new_email=body.new_email, now=utcnow(), quiet=quiet
+        )
+    except EmailTaken:
+        record(AuditEvent.EMAIL_CHANGE_FAILED, user_id=user.id, reason="email_taken")
+        raise HTTPException(status.HTTP_409_CONFLICT, "Email already registered") from None
+    if not quiet:
+        mailer.wake()
+    record(AuditEvent.EMAIL_CHANGE_REQUESTED, user_id=user.id, reason="cooldown" if quiet else None)
+    return AcceptedOut(detail="A confirmation link is on its way to the new address.")
 
 
 @router.delete(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidCredentials, InvalidRefreshToken
 from app.lookups import TokenUserLookup
-from app.models import RefreshToken, TokenFamily, User
+from app.models import OneTimeToken, OutboxMail, RefreshToken, TokenFamily, User
 from app.security import AccessTokens, InvalidToken, hash_refresh_token, new_refresh_token
 from app.services import credentials
 from app.transactions import Prepared, Statements, Transactions
@@ -81,6 +81,9 @@ REVOKE_FAMILY_STATEMENT = (
     .values(revoked_at=bindparam("now"))
 )
 REVOKE_FAMILY = Prepared(REVOKE_FAMILY_STATEMENT)
+
+# How long a delivered or abandoned mail's outbox row is kept, for the operator to look into.
+OUTBOX_KEEP = dt.timedelta(days=7)
 
 REUSED = "Refresh token has already been used; the login has been revoked"
 
@@ -400,8 +403,16 @@ async def purge_expired(session: AsyncSession, *, now: dt.datetime) -> int:
             or_(TokenFamily.expires_at <= now, TokenFamily.revoked_at.is_not(None))
         )
     )
+    # Mailed one-time tokens once expired (spent ones stay until then: one answer for both),
+    # and delivered or abandoned mail after a week, so the outbox keeps no address for long.
+    one_time = await session.execute(delete(OneTimeToken).where(OneTimeToken.expires_at <= now))
+    mails = await session.execute(
+        delete(OutboxMail).where(
+            or_(OutboxMail.sent_at <= now - OUTBOX_KEEP, OutboxMail.failed_at <= now - OUTBOX_KEEP)
+        )
+    )
     await session.commit()
-    return tokens.rowcount + families.rowcount
+    return tokens.rowcount + families.rowcount + one_time.rowcount + mails.rowcount
 
 
 async def introspect_token(

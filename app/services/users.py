@@ -17,10 +17,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.errors import EmailTaken, InvalidCredentials, SelfLockout, UserNotFound, WrongPassword
-from app.models import USER_COLUMNS, Account, TokenFamily, User, uuid7
+from app.errors import (
+    EmailNotVerified,
+    EmailTaken,
+    InvalidCredentials,
+    SelfLockout,
+    UserNotFound,
+    WrongPassword,
+)
+from app.models import USER_COLUMNS, Account, OneTimeToken, TokenFamily, User, uuid7
 from app.security import Passwords
 from app.services import credentials
+from app.services.mail import INSERT_MAIL, MailKind, mail_row
 from app.transactions import Prepared, Statements, Transactions
 
 USER_BY_EMAIL = Prepared(
@@ -28,6 +36,12 @@ USER_BY_EMAIL = Prepared(
 )
 INSERT_USER = Prepared.insert(User.__table__)
 USER_BY_ID = Prepared(select(*USER_COLUMNS).where(User.id == bindparam("id")), row_type=Account)
+# Every mailed link of the user still unused: voided by a password change, reset or new address.
+VOID_MAILED_TOKENS = Prepared(
+    delete(OneTimeToken).where(
+        OneTimeToken.user_id == bindparam("of_user_id"), OneTimeToken.used_at.is_(None)
+    )
+)
 
 
 def normalize_email(email: str) -> str:
@@ -43,8 +57,12 @@ async def create_user(
     email: str,
     password: str,
     is_admin: bool = False,
+    email_verified: bool = False,
 ) -> Account:
-    """Create an account; EmailTaken when the address is registered in any letter case."""
+    """Create an account; EmailTaken when the address is registered in any letter case.
+
+    An unverified account gets a verification mail, queued in the same transaction.
+    """
     # Hash before touching the database: no connection is held during the slow part.
     password_hash = await passwords.hash(password)
     account = Account(
@@ -57,10 +75,19 @@ async def create_user(
         is_admin=is_admin,
         created_at=utcnow(),
         credentials_version=0,
+        email_verified=email_verified,
+    )
+    verification = mail_row(
+        user_id=account.id,
+        kind=MailKind.EMAIL_VERIFICATION,
+        recipient=email,
+        now=account.created_at,
     )
 
     def insert_user(statements: Statements) -> None:
         statements.execute(INSERT_USER, account._asdict())
+        if not email_verified:
+            statements.execute(INSERT_MAIL, verification)
 
     try:
         await db.write(insert_user)
@@ -93,7 +120,12 @@ class VerifiedLogin:
 
 
 async def authenticate(
-    db: Transactions, *, passwords: Passwords, email: str, password: str
+    db: Transactions,
+    *,
+    passwords: Passwords,
+    email: str,
+    password: str,
+    require_verified: bool = False,
 ) -> VerifiedLogin:
     """The active user with this email and password, else InvalidCredentials.
 
@@ -111,6 +143,9 @@ async def authenticate(
         raise InvalidCredentials("wrong_password", row.id)
     if not row.is_active:
         raise InvalidCredentials("inactive", row.id)
+    if require_verified and not row.email_verified:
+        # Only now, with the password known to be right: a wrong one keeps the generic answer.
+        raise EmailNotVerified(row.id)
     return VerifiedLogin(account=row, rehash=new_hash)
 
 
@@ -150,14 +185,23 @@ async def change_password(
         raise WrongPassword
     new_hash = await passwords.hash(new_password)
 
+    notice = mail_row(
+        user_id=user.id, kind=MailKind.PASSWORD_CHANGED, recipient=user.email, now=now
+    )
+
     def replace(statements: Statements) -> bool:
-        return credentials.change_credentials(
+        changed = credentials.change_credentials(
             statements,
             user_id=user.id,
             verified_version=user.credentials_version,
             values={"password_hash": new_hash},
             now=now,
         )
+        if changed:
+            # API.md: a password change voids every mailed link, and mails a notice.
+            statements.execute(VOID_MAILED_TOKENS, {"of_user_id": user.id})
+            statements.execute(INSERT_MAIL, notice)
+        return changed
 
     if not await db.write(replace):
         raise WrongPassword
@@ -224,6 +268,20 @@ def _update_statement(columns: tuple[str, ...]) -> Prepared:
     return prepared
 
 
+async def rename_user(db: Transactions, *, user_id: uuid.UUID, name: str) -> Account:
+    """Change the user's own name; UserNotFound if it was deleted meanwhile."""
+
+    def rename(statements: Statements) -> Account | None:
+        statements.execute(_update_statement(("name",)), {"new_name": name, "of_user_id": user_id})
+        account: Account | None = statements.execute(USER_BY_ID, {"id": user_id}).one_or_none()
+        return account
+
+    renamed = await db.write(rename)
+    if renamed is None:
+        raise UserNotFound(user_id)
+    return renamed
+
+
 async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
     """Delete the account; its logins and refresh tokens go with it (ON DELETE CASCADE)."""
     # Deleted explicitly as well, so the rows go even where foreign keys are not enforced.
@@ -245,7 +303,8 @@ async def ensure_admin(
 
     Returns the user and whether it was created. An existing user keeps its password.
     """
-    changes: dict[str, Any] = {"is_admin": True, "is_active": True}
+    # The operator vouches for the address it typed: the admin needs no verification mail.
+    changes: dict[str, Any] = {"is_admin": True, "is_active": True, "email_verified": True}
     if name:
         changes["name"] = name
     promote = Prepared(
@@ -272,5 +331,6 @@ async def ensure_admin(
         email=email,
         password=password,
         is_admin=True,
+        email_verified=True,
     )
     return created, True

@@ -1,0 +1,506 @@
+"""Mail that is never lost: the outbox, and the sender that every process runs.
+
+A request that wants a mail sent writes an `outbox` row in its own transaction, so a 202 means
+the mail is in the database. The sender claims due rows one at a time (on PostgreSQL with
+`FOR UPDATE SKIP LOCKED`, so replicas never take the same row; on SQLite the single writer
+serialises claims), composes the message, minting its one-time token only then, and delivers
+it over SMTP or, without SMTP_HOST, into an `.eml` file. A failure is retried with exponential
+backoff; a process killed mid-send leaves a claim that expires after MAIL_CLAIM_SECONDS, and
+another process (or the restarted one) sends the mail then with a fresh token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings
+from app.db import utcnow
+from app.models import OneTimeToken, OutboxMail, User, uuid7
+from app.security import hash_refresh_token
+from app.transactions import Prepared, Statements, Transactions
+
+logger = logging.getLogger("passgate.mail")
+
+
+class MailKind(StrEnum):
+    """What a mail is for. The first three carry a one-time token of the same name."""
+
+    EMAIL_VERIFICATION = "email_verification"
+    PASSWORD_RESET = "password_reset"
+    EMAIL_CHANGE = "email_change"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET_DONE = "password_reset_done"
+    EMAIL_CHANGED = "email_changed"
+
+
+TOKEN_KINDS = frozenset(
+    {MailKind.EMAIL_VERIFICATION, MailKind.PASSWORD_RESET, MailKind.EMAIL_CHANGE}
+)
+
+SUBJECTS = {
+    MailKind.EMAIL_VERIFICATION: "Confirm your email address for {product}",
+    MailKind.PASSWORD_RESET: "Reset your {product} password",
+    MailKind.EMAIL_CHANGE: "Confirm your new email address for {product}",
+    MailKind.PASSWORD_CHANGED: "Your {product} password was changed",
+    MailKind.PASSWORD_RESET_DONE: "Your {product} password was reset",
+    MailKind.EMAIL_CHANGED: "The email address of your {product} account was changed",
+}
+
+# Seconds a shutdown waits for the mail being sent before cutting it off.
+STOP_GRACE_SECONDS = 2.0
+# Longest error text kept in the outbox row.
+MAX_ERROR_LENGTH = 500
+
+INSERT_MAIL = Prepared.insert(OutboxMail.__table__)
+
+_PENDING = (
+    OutboxMail.sent_at.is_(None),
+    OutboxMail.failed_at.is_(None),
+    OutboxMail.due_at <= bindparam("now"),
+    or_(OutboxMail.claimed_until.is_(None), OutboxMail.claimed_until <= bindparam("now")),
+)
+# One due mail, taken for this process until `until`. SKIP LOCKED: a row another replica is
+# claiming right now is passed over instead of waited for (SQLite ignores the clause: there,
+# the one writer claims).
+CLAIM_MAIL = Prepared(
+    update(OutboxMail)
+    .where(
+        OutboxMail.id
+        == select(OutboxMail.id)
+        .where(*_PENDING)
+        .order_by(OutboxMail.due_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery(),
+        *_PENDING,
+    )
+    .values(claimed_until=bindparam("until"), attempts=OutboxMail.attempts + 1)
+    .returning(
+        OutboxMail.id,
+        OutboxMail.user_id,
+        OutboxMail.kind,
+        OutboxMail.recipient,
+        OutboxMail.created_at,
+        OutboxMail.attempts,
+    )
+)
+MAIL_USER = Prepared(
+    select(
+        User.name, User.email, User.is_active, User.email_verified, User.credentials_version
+    ).where(User.id == bindparam("user_id"))
+)
+VOID_TOKENS_OF_PURPOSE = Prepared(
+    delete(OneTimeToken).where(
+        OneTimeToken.user_id == bindparam("user_id"),
+        OneTimeToken.purpose == bindparam("purpose"),
+    )
+)
+INSERT_TOKEN = Prepared.insert(OneTimeToken.__table__)
+MARK_SENT = Prepared(
+    update(OutboxMail)
+    .where(OutboxMail.id == bindparam("mail_id"))
+    .values(sent_at=bindparam("now"), claimed_until=None, last_error=None)
+)
+MARK_RETRY = Prepared(
+    update(OutboxMail)
+    .where(OutboxMail.id == bindparam("mail_id"))
+    .values(due_at=bindparam("next_due_at"), claimed_until=None, last_error=bindparam("error"))
+)
+MARK_FAILED = Prepared(
+    update(OutboxMail)
+    .where(OutboxMail.id == bindparam("mail_id"))
+    .values(failed_at=bindparam("now"), claimed_until=None, last_error=bindparam("error"))
+)
+
+
+def mail_row(
+    *, user_id: uuid.UUID, kind: MailKind, recipient: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The outbox row of a mail to send as soon as possible: for INSERT_MAIL, in any unit."""
+    return {
+        "id": uuid7(),
+        "user_id": user_id,
+        "kind": str(kind),
+        "recipient": recipient,
+        "created_at": now,
+        "due_at": now,
+        "claimed_until": None,
+        "attempts": 0,
+        "sent_at": None,
+        "failed_at": None,
+        "last_error": None,
+    }
+
+
+def new_one_time_token() -> str:
+    """256 bits from the OS's CSPRNG, base64url: 43 characters."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_one_time_token(token: str) -> str:
+    return hash_refresh_token(token)
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before the next try after `attempts` failed ones: doubling, capped, jittered."""
+    delay = min(
+        settings.mail_retry_base_seconds * 2 ** max(0, attempts - 1),
+        settings.mail_retry_max_interval_seconds,
+    )
+    # Up to 10% either way, so replicas that failed together do not retry in lockstep.
+    return delay * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMail:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    kind: MailKind
+    recipient: str
+    created_at: dt.datetime
+    attempts: int
+    # Filled when the mail is composed:
+    name: str = ""
+    token: str | None = None
+    skipped: str | None = None  # why the mail is no longer worth sending
+
+
+class Templates:
+    """The mail templates shipped in the package: text, and HTML with autoescaping."""
+
+    def __init__(self) -> None:
+        loader = PackageLoader("app", "templates/mail")
+        self._text = Environment(
+            # Plain text is not HTML: escaping would put "&amp;" into the text part.
+            loader=loader,
+            autoescape=False,  # noqa: S701 - the text part; the HTML one below escapes
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        self._html = Environment(
+            loader=loader, autoescape=select_autoescape(["html"]), undefined=StrictUndefined
+        )
+
+    def render(self, kind: MailKind, context: dict[str, Any]) -> tuple[str, str]:
+        text = self._text.get_template(f"{kind}.txt").render(context)
+        html = self._html.get_template(f"{kind}.html").render(context)
+        return text, html
+
+
+def link_for(settings: Settings, kind: MailKind, token: str) -> str:
+    """The page a token's link opens, from configuration only, the token in the fragment."""
+    if kind == MailKind.PASSWORD_RESET:
+        base = settings.password_reset_url or f"{settings.public_url}/password-reset"
+    else:
+        base = settings.email_verification_url or f"{settings.public_url}/email-verification"
+    # The fragment never reaches a server's logs nor a Referer header.
+    return f"{base}#token={token}"
+
+
+def _lifetime_text(seconds: int) -> str:
+    if seconds % 86_400 == 0:
+        days = seconds // 86_400
+        return f"{days} day{'s' if days != 1 else ''}"
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def token_lifetime(settings: Settings, kind: MailKind) -> int:
+    if kind == MailKind.PASSWORD_RESET:
+        return settings.password_reset_ttl_seconds
+    return settings.email_verification_ttl_seconds
+
+
+def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -> EmailMessage:
+    """The message for a claimed, composed mail: a text part and an HTML alternative."""
+    context: dict[str, Any] = {
+        "product_name": settings.product_name,
+        "public_url": settings.public_url,
+        "name": mail.name,
+        "link": link_for(settings, mail.kind, mail.token) if mail.token else None,
+        "lifetime": _lifetime_text(token_lifetime(settings, mail.kind)),
+    }
+    text, html = templates.render(mail.kind, context)
+    message = EmailMessage()
+    message["Subject"] = SUBJECTS[mail.kind].format(product=settings.product_name)
+    message["From"] = settings.mail_from
+    message["To"] = Address(display_name="", addr_spec=mail.recipient)
+    message["Date"] = format_datetime(utcnow())
+    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
+    message["Message-ID"] = make_msgid(domain=domain)
+    # RFC 3834: a machine sent this; auto-responders should not answer it.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def _private_folder(path: Path) -> None:
+    """Create the folder (and parents) readable by this user only: the mails hold live links."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
+    """Write the message to `folder` as one .eml file, complete or not at all; its path."""
+    _private_folder(folder)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    path = folder / f"{stamp}-{mail.kind}-{mail.id}.eml"
+    draft = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(message.as_bytes())
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(draft, path)
+    return path
+
+
+class PermanentFailure(Exception):
+    """The mail server refused the mail for good (a 5xx for the recipient): no retry helps."""
+
+
+class Mailer:
+    """The sender task of one process, and the handle requests use to wake it."""
+
+    def __init__(self, settings: Settings, db: Transactions) -> None:
+        self._settings = settings
+        self._db = db
+        self._templates = Templates()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        """A mail was queued: look now instead of at the next poll."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="passgate-mail-sender")
+
+    async def stop(self) -> None:
+        """Stop after the mail in hand, or cut it off: a cut-off mail is sent again later."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wakeup.set()
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run_forever(self) -> None:
+        while not self._stopping:
+            try:
+                while not self._stopping and await self.send_next():
+                    pass
+            except (SQLAlchemyError, OSError) as exc:  # the database may be briefly away
+                logger.warning(
+                    "mail sender: database unavailable, will retry: %s", type(exc).__name__
+                )
+            # asyncio.wait rather than asyncio.timeout: on Python 3.11 a timeout expiring
+            # together with a cancellation can swallow the cancellation.
+            waiter = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self._settings.mail_poll_interval_seconds)
+            finally:
+                waiter.cancel()
+            self._wakeup.clear()
+
+    async def send_next(self) -> bool:
+        """Claim, compose and deliver one due mail; False when none is due."""
+        mail = await self._claim_and_compose()
+        if mail is None:
+            return False
+        if mail.skipped is not None:
+            await self._record(MARK_FAILED, mail, error=f"not sent: {mail.skipped}")
+            logger.info("mail %s (%s) not sent: %s", mail.id, mail.kind, mail.skipped)
+            return True
+        message = build_message(self._settings, self._templates, mail)
+        try:
+            where = await self._deliver(mail, message)
+        except PermanentFailure as exc:
+            await self._record(MARK_FAILED, mail, error=str(exc))
+            logger.warning("mail %s (%s) refused for good: %s", mail.id, mail.kind, exc)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self._failed(mail, _describe(exc))
+        else:
+            await self._record(MARK_SENT, mail)
+            if where is not None:
+                logger.info("mail %s (%s) written to %s", mail.id, mail.kind, where)
+            else:
+                logger.info("mail %s (%s) sent", mail.id, mail.kind)
+        return True
+
+    async def _claim_and_compose(self) -> ClaimedMail | None:
+        now = utcnow()
+        settings = self._settings
+        claim = {"now": now, "until": now + dt.timedelta(seconds=settings.mail_claim_seconds)}
+
+        def claim_and_compose(statements: Statements) -> ClaimedMail | None:
+            row = statements.execute(CLAIM_MAIL, claim).one_or_none()
+            if row is None:
+                return None
+            mail = ClaimedMail(
+                id=row.id,
+                user_id=row.user_id,
+                kind=MailKind(row.kind),
+                recipient=row.recipient,
+                created_at=row.created_at,
+                attempts=row.attempts,
+            )
+            user = statements.execute(MAIL_USER, {"user_id": mail.user_id}).one_or_none()
+            if user is None:
+                return replace(mail, skipped="the account is gone")
+            skipped = _why_not_send(mail, user)
+            if skipped is not None:
+                return replace(mail, name=user.name, skipped=skipped)
+            token = None
+            if mail.kind in TOKEN_KINDS:
+                # Minted now, not at the request: no token is ever at rest in clear. A retry
+                # mints a fresh one, and each new one voids the older ones of its purpose.
+                token = new_one_time_token()
+                purpose = {"user_id": mail.user_id, "purpose": str(mail.kind)}
+                statements.execute(VOID_TOKENS_OF_PURPOSE, purpose)
+                statements.execute(
+                    INSERT_TOKEN,
+                    {
+                        "id": uuid.uuid4(),
+                        **purpose,
+                        "email": mail.recipient,
+                        "token_hash": hash_one_time_token(token),
+                        "created_at": now,
+                        "expires_at": now
+                        + dt.timedelta(seconds=token_lifetime(settings, mail.kind)),
+                        "used_at": None,
+                        "credentials_version": user.credentials_version,
+                    },
+                )
+            return replace(mail, name=user.name, token=token)
+
+        return await self._db.write(claim_and_compose)
+
+    async def _deliver(self, mail: ClaimedMail, message: EmailMessage) -> Path | None:
+        settings = self._settings
+        if settings.smtp_host is None:
+            return await asyncio.to_thread(write_eml, settings.outbox_dir, mail, message)
+        client = aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=(
+                settings.smtp_password.get_secret_value()
+                if settings.smtp_password is not None
+                else None
+            ),
+            use_tls=settings.smtp_tls == "tls",
+            # True, not None ("if offered"): a server that stops offering STARTTLS must not
+            # receive the password and the links in clear.
+            start_tls=settings.smtp_tls == "starttls",
+            timeout=settings.smtp_timeout_seconds,
+        )
+        # The whole exchange stays well inside the claim, so no other process takes the mail
+        # while this one may still send it.
+        budget = max(1.0, settings.mail_claim_seconds * 0.8)
+        async with asyncio.timeout(budget):
+            await client.connect(timeout=settings.smtp_connect_timeout_seconds)
+            try:
+                await client.send_message(message)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                client.close()
+                if all(refusal.code >= 500 for refusal in exc.recipients):
+                    raise PermanentFailure(f"recipient refused: {exc.recipients[0].code}") from None
+                raise
+            except BaseException:
+                # Closed at once, not with QUIT: on cancellation (shutdown) nothing may wait.
+                client.close()
+                raise
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await client.quit()
+        return None
+
+    async def _failed(self, mail: ClaimedMail, error: str) -> None:
+        now = utcnow()
+        settings = self._settings
+        delay = retry_delay(settings, mail.attempts)
+        if (now - mail.created_at).total_seconds() + delay > settings.mail_retry_for_seconds:
+            await self._record(MARK_FAILED, mail, error=error)
+            logger.warning(
+                "mail %s (%s) not delivered after %d attempts, giving up: %s",
+                mail.id,
+                mail.kind,
+                mail.attempts,
+                error,
+            )
+            return
+        due_at = now + dt.timedelta(seconds=delay)
+        params = {"mail_id": mail.id, "next_due_at": due_at, "error": error[:MAX_ERROR_LENGTH]}
+
+        def retry_later(statements: Statements) -> None:
+            statements.execute(MARK_RETRY, params)
+
+        await self._db.write(retry_later)
+        logger.warning(
+            "mail %s (%s) not delivered (attempt %d), next try in %.0fs: %s",
+            mail.id,
+            mail.kind,
+            mail.attempts,
+            delay,
+            error,
+        )
+
+    async def _record(self, prepared: Prepared, mail: ClaimedMail, *, error: str = "") -> None:
+        params = {"mail_id": mail.id, "now": utcnow(), "error": error[:MAX_ERROR_LENGTH]}
+
+        def store(statements: Statements) -> None:
+            statements.execute(prepared, params)
+
+        await self._db.write(store)
+
+
+def _why_not_send(mail: ClaimedMail, user: Any) -> str | None:
+    """A link mail that no longer makes sense (the account changed since it was queued)."""
+    from app.services.users import normalize_email
+
+    if mail.kind in (MailKind.PASSWORD_RESET, MailKind.EMAIL_VERIFICATION):
+        if not user.is_active:
+            return "the account is deactivated"
+        if normalize_email(user.email) != normalize_email(mail.recipient):
+            return "the account's address changed"
+        if mail.kind == MailKind.EMAIL_VERIFICATION and user.email_verified:
+            return "the address is verified already"
+    if mail.kind == MailKind.EMAIL_CHANGE and not user.is_active:
+        return "the account is deactivated"
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for the log and the outbox row: the SMTP reply or the exception's kind."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: {exc.code} {exc.message}"[:MAX_ERROR_LENGTH]
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: no answer in time"
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]

@@ -1,0 +1,146 @@
+"""Delivery: the outbox, a mail server that is down for a while, .eml files without SMTP_HOST."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.config import Settings
+from app.models import OutboxMail
+from tests.conftest import signup
+from tests.conftest import test_settings as make_settings
+from tests.mail import TOKEN_IN_LINK, MailServer
+from tests.test_recovery import VERIFY, confirm_address, service
+
+
+@pytest.fixture
+def settings(database_url: str, mail_server: MailServer) -> Settings:
+    return make_settings(database_url=database_url, **mail_server.settings())
+
+
+async def outbox_rows(app) -> list[OutboxMail]:
+    async with app.state.sessionmaker() as session:
+        rows = (await session.scalars(select(OutboxMail).order_by(OutboxMail.id))).all()
+        await session.commit()
+        return list(rows)
+
+
+async def wait_until(condition, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_mail_server_down_for_a_while_delays_mail_and_loses_none(database_url):
+    server = MailServer()  # its port is chosen, but nothing listens there yet
+    settings = make_settings(database_url=database_url, **server.settings())
+    async with service(settings) as (app, client):
+        assert (await signup(client, email="ada@example.com")).status_code == 201
+
+        async def retried_twice() -> bool:
+            rows = await outbox_rows(app)
+            return rows[0].attempts >= 2
+
+        await wait_until(retried_twice)
+        [row] = await outbox_rows(app)
+        assert row.sent_at is None and row.failed_at is None
+        assert "ConnectionRefusedError" in row.last_error or "connect" in row.last_error.lower()
+
+        server.start()
+        try:
+            [mail] = await server.wait_for("ada@example.com", subject=VERIFY)
+            assert (await confirm_address(client, mail.token)).status_code == 200
+            [row] = await outbox_rows(app)
+        finally:
+            server.stop()
+
+    assert row.sent_at is not None and row.last_error is None
+    assert row.attempts >= 3
+
+
+async def test_a_delivered_mail_is_recorded_once_sent(app, client, mail_server):
+    await signup(client, email="ada@example.com")
+    await mail_server.wait_for("ada@example.com")
+
+    async def recorded() -> bool:
+        return (await outbox_rows(app))[0].sent_at is not None
+
+    await wait_until(recorded)
+    [row] = await outbox_rows(app)
+    assert row.attempts == 1 and row.kind == "email_verification"
+    assert len(mail_server.messages("ada@example.com")) == 1
+
+
+async def test_without_smtp_host_mail_goes_to_eml_files_a_log_line_names(
+    database_url, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    folder = tmp_path / "mail" / "outbox"
+    settings = make_settings(database_url=database_url, mail_outbox_dir=folder)
+    caplog.set_level(logging.INFO, logger="passgate.mail")
+    async with service(settings) as (_, client):
+        await signup(client, email="ada@example.com")
+
+        async def written() -> bool:
+            return any(folder.glob("*.eml")) if folder.exists() else False
+
+        await wait_until(written)
+        [path] = folder.glob("*.eml")
+        await wait_until(lambda: _logged(caplog, str(path)))
+
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        text = message.get_body(preferencelist=("plain",)).get_content()
+        match = TOKEN_IN_LINK.search(text)
+        assert match is not None
+        assert (await confirm_address(client, match.group(1))).status_code == 200
+
+    assert message["To"] == "ada@example.com"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Only complete files: no draft is left behind.
+    assert [p.name for p in folder.iterdir()] == [path.name]
+    # The log names the file, never the link in it.
+    assert match.group(1) not in caplog.text
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, needle: str) -> bool:
+    return needle in caplog.text
+
+
+async def test_the_html_part_escapes_what_users_typed(client, mail_server):
+    await signup(client, email="ada@example.com", name='<b onmouseover="x">Ada</b> & co')
+
+    [mail] = await mail_server.wait_for("ada@example.com")
+
+    assert '<b onmouseover="x">' not in mail.html
+    assert "&lt;b onmouseover=" in mail.html and "&amp; co" in mail.html
+    # The text part is not HTML: it shows the name as typed.
+    assert '<b onmouseover="x">Ada</b> & co' in mail.text
+
+
+async def test_mail_names_the_product_and_comes_from_the_configured_sender(
+    database_url, mail_server
+):
+    settings = make_settings(
+        database_url=database_url,
+        product_name="Acme Login",
+        mail_from="Acme <accounts@acme.example>",
+        **mail_server.settings(),
+    )
+    async with service(settings) as (_, client):
+        await signup(client, email="ada@example.com")
+        [mail] = await mail_server.wait_for("ada@example.com")
+
+    assert mail.subject == "Confirm your email address for Acme Login"
+    assert mail.message["From"] == "Acme <accounts@acme.example>"
+    assert mail.message["Message-ID"].endswith("@acme.example>")
+    assert mail.message["Auto-Submitted"] == "auto-generated"
+    assert "Acme Login" in mail.text and "Acme Login" in mail.html
