@@ -232,7 +232,7 @@ def test_mail_is_retried_for_at_least_a_day(tmp_path):
 def test_production_needs_no_mail_server(tmp_path):
     """Without SMTP_HOST mail goes to .eml files, in production as elsewhere."""
     production = settings(
-        tmp_path, environment="production", secret_key="k" * 48, public_url="https://a.example"
+        tmp_path, environment="production", secret_key=STRONG, public_url="https://a.example"
     )
     assert production.smtp_host is None
     assert production.outbox_dir == tmp_path / "data" / "outbox"
