@@ -31,11 +31,12 @@ RUN pip --python /opt/venv/bin/python install --no-deps . \
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 
-# A fixed uid/gid, so a bind-mounted data folder can be chowned to match from the host.
+# A fixed uid/gid, so a bind-mounted data folder can be chowned to match from the host. The
+# folder is the service's alone (0700): it holds the database and, outside production, the key.
 RUN groupadd --system --gid 10001 passgate \
     && useradd --system --uid 10001 --gid passgate --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin passgate \
-    && mkdir /data \
+    && mkdir --mode=0700 /data \
     && chown passgate:passgate /data
 
 COPY --from=build /opt/venv /opt/venv

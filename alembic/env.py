@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
+from pathlib import Path
 
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
@@ -11,6 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from app.config import Settings
+from app.db import sqlite_path
+from app.files import prepare_sqlite_database
 from app.migrate import POSTGRES_MIGRATION_LOCK_KEY, sqlite_migration_lock
 from app.models import Base
 
@@ -62,6 +65,10 @@ async def run_async_migrations(url: str) -> None:
 
 def run_migrations_online() -> None:
     url = database_url()
+    database = sqlite_path(url)
+    if database is not None:
+        # Before the migration's engine creates the database with SQLite's default mode, 0644.
+        prepare_sqlite_database(Path(database))
     with sqlite_migration_lock(url):
         asyncio.run(run_async_migrations(url))
 

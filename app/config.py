@@ -16,6 +16,8 @@ from pydantic import SecretStr, ValidationError, field_validator, model_validato
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from app.files import create_private_file, make_private_dir
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/app.db"
 # Where `make run` listens: outside production, links and metadata point there by default.
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -509,12 +511,14 @@ def load_or_create_secret_key(settings: Settings) -> str:
     if settings.environment == "production":  # unreachable: the validator refuses it
         raise RuntimeError("SECRET_KEY is required when ENVIRONMENT=production")
     path = settings.data_dir / SECRET_KEY_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     if not path.exists():
         # Written under a private name, then linked into place: link() fails if another
         # worker got there first, and nobody ever reads a half-written file.
         draft = path.with_name(f".{SECRET_KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private_file(draft)
+        if fd is None:  # a name made of our pid and 32 random bits: nobody else's
+            raise RuntimeError(f"{draft} exists; remove it")
         with os.fdopen(fd, "w") as file:
             file.write(generate_secret() + "\n")
         try:

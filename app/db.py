@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
+from app.files import prepare_sqlite_database
 
 # Seconds the client waits beyond the server's statement timeout before abandoning a query.
 COMMAND_TIMEOUT_MARGIN_SECONDS = 5.0
@@ -168,7 +169,7 @@ def make_engine(database_url: str, pool: PoolSettings | None = None) -> AsyncEng
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            prepare_sqlite_database(Path(url.database))
         engine = create_async_engine(
             url,
             hide_parameters=HIDE_PARAMETERS,

@@ -8,6 +8,7 @@ import importlib.metadata
 import logging
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -25,10 +26,12 @@ from app.db import (
     is_database_unavailable,
     make_engine,
     make_sessionmaker,
+    sqlite_path,
     utcnow,
 )
 from app.docs import install_docs
 from app.errors import OAuthError
+from app.files import readable_by_others
 from app.keys import KeyConfigError, TokenKeys, load_token_keys
 from app.logs import configure_logging
 from app.lookups import TokenUserLookup
@@ -108,11 +111,28 @@ def log_startup(settings: Settings, keys: TokenKeys) -> None:
     )
 
 
+def warn_if_database_exposed(database_url: str) -> None:
+    """A warning at start when the SQLite files are open to other users of the machine."""
+    database = sqlite_path(database_url)
+    if database is None:
+        return
+    exposed = readable_by_others(Path(database))
+    if exposed:
+        names = ", ".join(str(path) for path in exposed)
+        logger.warning(
+            "The database holds every password hash and login, and other users of this machine "
+            "can read it: %s. Run chmod 600 on the database files, and chmod 700 on their folder",
+            names,
+            extra={"fields": {"files": names}, "in_message": ("files",)},
+        )
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
+    warn_if_database_exposed(settings.database_url)
     app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.transactions = Transactions(app.state.engine)

@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from alembic import command
+from app.files import PRIVATE_FILE_MODE, make_private_dir
 
 # Any constant works, as long as every replica uses the same one.
 POSTGRES_MIGRATION_LOCK_KEY = 0x50617373676174  # "Passgat"
@@ -59,9 +60,12 @@ def sqlite_migration_lock(database_url: str) -> Iterator[None]:
         yield
         return
     lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(lock_path.parent)
     while True:
-        with open(lock_path, "a") as lock_file:
+        # Read-only is enough for flock, so the file opens whatever the umask left of 0600.
+        with os.fdopen(
+            os.open(lock_path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+        ) as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             # The holder before us removes the file as it lets go (below), so that no lock
             # file outlives a migration; if it did, this lock is on a file nobody else will
