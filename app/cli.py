@@ -24,6 +24,7 @@ from app.keys import (
     load_token_keys,
 )
 from app.logs import configure_logging
+from app.metrics import MULTIPROCESS_DIR_VARIABLE, prepare_multiprocess_dir
 from app.migrate import upgrade_blocking, upgrade_to_head
 from app.schemas import Email, Name, NewPassword
 from app.security import Passwords
@@ -233,6 +234,14 @@ def serve(
         if host not in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
             shown = f"[{host}]" if ":" in host else host
             os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
+    if workers > 1 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        # Several processes: each counts in its own files, which /metrics sums (app.metrics).
+        # A folder per port, emptied now, before uvicorn starts the first worker.
+        directory = Path(
+            os.environ.get(MULTIPROCESS_DIR_VARIABLE) or settings.data_dir / f"metrics-{port}"
+        ).resolve()
+        prepare_multiprocess_dir(directory)
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = str(directory)
     proxy = forwarded_allow_ips.strip()
     uvicorn.run(
         "app.main:app",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from typing import Annotated
 
@@ -108,3 +110,21 @@ async def get_user_by_path(
 
 
 UserByPath = Annotated[User, Depends(get_user_by_path)]
+
+
+async def get_metrics_scraper(request: Request) -> None:
+    """Lets a scraper through with the METRICS_TOKEN bearer; 404 while METRICS_TOKEN is unset."""
+    expected = request.app.state.metrics_token_digest
+    if expected is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise bearer_challenge()
+    # Digests of equal length, compared in constant time: nothing leaks the token's length.
+    presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    if not hmac.compare_digest(presented, expected):
+        raise bearer_challenge("invalid_token")
+
+
+MetricsScraper = Depends(get_metrics_scraper)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import logging
 import sys
@@ -35,12 +36,22 @@ from app.files import readable_by_others
 from app.keys import KeyConfigError, TokenKeys, load_token_keys
 from app.logs import configure_logging
 from app.lookups import TokenUserLookup
+from app.metrics import HttpMetricsMiddleware, mark_this_process_dead
 from app.middleware import install_middleware
 from app.migrate import upgrade_to_head
 from app.openapi import operation_id
 from app.pages import install_pages
 from app.ratelimit import Throttle
-from app.routers import health, introspection, recovery, sessions, tokens, users, well_known
+from app.routers import (
+    health,
+    introspection,
+    metrics,
+    recovery,
+    sessions,
+    tokens,
+    users,
+    well_known,
+)
 from app.schemas import ValidationErrorOut
 from app.security import AccessTokens, IntrospectionClients, Passwords
 from app.services.mail import Mailer
@@ -159,6 +170,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.throttle.close()
         await app.state.transactions.close()
         await app.state.engine.dispose()
+        mark_this_process_dead()
 
 
 async def _oauth_error(request: Request, exc: Exception) -> JSONResponse:
@@ -219,6 +231,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.metrics_token_digest = (
+        hashlib.sha256(settings.metrics_token.get_secret_value().encode()).digest()
+        if settings.metrics_token is not None
+        else None
+    )
     app.add_exception_handler(OAuthError, _oauth_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # The database going away (restart, failover, full pool, stuck query) is a 503 that says
@@ -235,6 +252,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     install_middleware(app, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
+    if settings.metrics_token is not None:
+        # Outermost, so that every answer is counted and timed, a 413 or a 500 included.
+        app.add_middleware(HttpMetricsMiddleware)
     configure_audit_log(settings.audit_log, settings.log_format)
     app.include_router(users.router)
     app.include_router(sessions.router)
@@ -243,6 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(well_known.router)
     app.include_router(recovery.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     install_docs(app)
     install_pages(app)
     return app

@@ -34,6 +34,7 @@ from passlib.context import CryptContext
 from app.config import Settings
 from app.hash_formats import UnacceptableHash, identify, verify_werkzeug
 from app.keys import SigningKey, TokenKeys, VerificationKey
+from app.metrics import PASSWORD_HASH_QUEUE, PASSWORD_HASH_SECONDS
 
 # Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
 # storm of logins slows other logins down, not every other request.
@@ -139,17 +140,22 @@ class Passwords:
 
     async def _run(self, function: Any, *args: Any) -> Any:
         # The argon2 binding releases the GIL, so the event loop keeps serving while it runs.
+        # Queued until a hashing thread picks it up (passgate_password_hash_queue).
+        PASSWORD_HASH_QUEUE.inc()
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._counted, function, *args
         )
 
     def _counted(self, function: Any, *args: Any) -> Any:
+        PASSWORD_HASH_QUEUE.dec()
         with self._counter_lock:
             self.in_progress += 1
             self.hashes_computed += 1
+        started = time.perf_counter()
         try:
             return function(*args)
         finally:
+            PASSWORD_HASH_SECONDS.observe(time.perf_counter() - started)
             with self._counter_lock:
                 self.in_progress -= 1
 

@@ -19,6 +19,7 @@ from app.errors import (
     oauth_too_many_attempts,
 )
 from app.forms import form_request_body, read_form
+from app.metrics import count_login, count_refresh
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import (
     ErrorOut,
@@ -116,9 +117,11 @@ async def issue_token(
             await throttle.start_login(account=email, address=address)
         except Throttled as exc:
             record(AuditEvent.THROTTLED, reason=exc.key)
+            count_login("throttled")
             raise oauth_too_many_attempts(exc.retry_after) from None
         if len(secret) > MAX_LOGIN_PASSWORD_LENGTH:
             record(AuditEvent.LOGIN_FAILED, reason="password_too_long")
+            count_login("invalid_credentials")
             raise OAuthError("invalid_grant", "Invalid email or password")
         try:
             verified = await users.authenticate(
@@ -140,12 +143,14 @@ async def issue_token(
             )
         except InvalidCredentials as exc:
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
+            count_login("invalid_credentials")
             raise OAuthError("invalid_grant", "Invalid email or password") from None
         except EmailNotVerified as exc:
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason="unverified")
             raise OAuthError("invalid_grant", "email address not verified") from None
         await throttle.login_succeeded(account=email, address=address)
         record(AuditEvent.LOGIN_SUCCEEDED, user_id=issued.user_id)
+        count_login("success")
     elif grant_type == "refresh_token":
         presented = required_field(form, "refresh_token")
         try:
@@ -159,8 +164,10 @@ async def issue_token(
         except InvalidRefreshToken as exc:
             if exc.reused_by is not None:
                 record(AuditEvent.REFRESH_REUSE_DETECTED, user_id=exc.reused_by)
+            count_refresh("reuse_detected" if exc.reused_by is not None else "invalid")
             raise OAuthError("invalid_grant", exc.description) from None
         record(AuditEvent.TOKEN_REFRESHED, user_id=issued.user_id)
+        count_refresh("success")
     else:
         raise OAuthError("unsupported_grant_type", "Supported grant types: password, refresh_token")
     return TokenResponse(

@@ -26,6 +26,7 @@ from app.errors import (
     WrongPassword,
     too_many_attempts,
 )
+from app.metrics import SIGNUPS
 from app.models import Account, User
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import (
@@ -113,6 +114,7 @@ async def signup(
         raise HTTPException(status.HTTP_409_CONFLICT, "Email already registered") from None
     mailer.wake()
     record(AuditEvent.SIGNUP, user_id=user.id)
+    SIGNUPS.inc()
     response.headers["Location"] = f"/users/{user.id}"
     return user
 
