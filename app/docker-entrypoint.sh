@@ -9,7 +9,7 @@ set -eu
 # PGPASSWORD is read by asyncpg when DATABASE_URL carries no password, so the URL itself can
 # stay in plain configuration. An explicit list: JWT_PRIVATE_KEY_FILE is a setting of its own,
 # a path that the service reads itself.
-for name in SECRET_KEY DATABASE_URL REDIS_URL PGPASSWORD SMTP_PASSWORD; do
+for name in SECRET_KEY DATABASE_URL REDIS_URL PGPASSWORD SMTP_PASSWORD METRICS_TOKEN INTROSPECTION_CLIENTS; do
     eval "file=\${${name}_FILE:-}"
     [ -n "$file" ] || continue
     eval "inline=\${${name}:-}"

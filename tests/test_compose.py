@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,56 @@ def replica_environment() -> dict[str, Any]:
 
 def test_compose_passes_every_mail_setting_to_the_replicas():
     assert replica_environment().keys() >= MAIL_SETTINGS
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_passes_the_metrics_token_and_introspection_clients_to_the_replicas():
+    assert replica_environment().keys() >= {"METRICS_TOKEN", "INTROSPECTION_CLIENTS"}
+
+
+def test_prometheus_scrapes_both_replicas_on_the_internal_network_only():
+    document = compose()
+    prometheus = document["services"]["prometheus"]
+    assert prometheus["networks"] == ["backend"]
+    assert document["networks"]["backend"]["internal"] is True
+    assert "ports" not in prometheus
+    config = yaml.safe_load(document["configs"]["prometheus"]["content"])
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["static_configs"] == [{"targets": ["passgate-1:8000", "passgate-2:8000"]}]
+    mounted = {item["target"] for item in prometheus["configs"]}
+    assert set(config["rule_files"]) <= mounted
+
+
+def test_the_public_proxy_never_routes_metrics():
+    caddyfile = compose()["configs"]["caddyfile"]["content"]
+    refusal = caddyfile.index("respond @metrics 404")
+    assert "@metrics path /metrics /metrics/*" in caddyfile
+    # Caddy orders `respond` before `reverse_proxy` whatever the file says; placed first anyway.
+    assert refusal < caddyfile.index("reverse_proxy")
+
+
+def test_the_example_alerts_watch_login_failures_and_the_mail_backlog_with_real_series():
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from app import metrics
+
+    rules = yaml.safe_load(compose()["configs"]["passgate_alerts"]["content"])
+    alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert "passgate_login_attempts_total" in alerts["PassgateLoginFailureSpike"]["expr"]
+    assert "passgate_email_outbox_pending" in alerts["PassgateMailBacklogGrowing"]["expr"]
+    exported = {
+        name
+        for collector in vars(metrics).values()
+        if isinstance(collector, MetricWrapperBase)
+        for family in collector.describe()
+        for name in (family.name, f"{family.name}_total")
+    }
+    for rule in alerts.values():
+        for series in re.findall(r"passgate_[a-z_]+", rule["expr"]):
+            assert series in exported, (rule["alert"], series)
+        assert rule["for"] and rule["labels"]["severity"]
