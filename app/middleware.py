@@ -263,8 +263,34 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGetMiddleware:
+    """HEAD answers as GET would, headers and status alike, without the body (RFC 9110 §9.3.2).
+
+    Load balancers and uptime monitors probe with HEAD. The routes see a GET, so every GET
+    route answers HEAD without declaring it (and /openapi.json lists GET only); the headers,
+    Content-Length included, are GET's, which RFC 9110 §8.6 allows. Installed innermost, so
+    the access log still says HEAD.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+
+
 def install_middleware(app: FastAPI, *, max_body_bytes: int, access_log: bool = True) -> None:
-    """Add the three, outermost last: every answer, even a 413, gets an id and the headers."""
+    """Add them, outermost last: every answer, even a 413, gets an id and the headers."""
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)
     app.add_middleware(SecurityHeadersMiddleware)
