@@ -448,6 +448,27 @@ async def test_imported_users_are_listed_in_the_order_they_joined(client, app, s
     assert [user["is_admin"] for user in page["users"]] == [False, True, False, False, False]
 
 
+async def test_email_verified_is_imported_and_defaults_to_false(client, settings, tmp_path):
+    path = write_lines(
+        tmp_path / "users.jsonl",
+        [
+            {
+                "email": "yes@example.com",
+                "name": "Yes",
+                "password_hash": bcrypt_hash(PASSWORD),
+                "email_verified": True,
+            },
+            {"email": "no@example.com", "name": "No", "password_hash": bcrypt_hash(PASSWORD)},
+        ],
+    )
+    await run_import(settings, path)
+
+    for email, verified in (("yes@example.com", True), ("no@example.com", False)):
+        tokens = (await login(client, email, PASSWORD)).json()
+        me = (await client.get("/users/me", headers=bearer(tokens["access_token"]))).json()
+        assert me["email_verified"] is verified
+
+
 def tutorial_database(path: Path) -> dict[str, str]:
     """A tutorial database whose users signed up under Werkzeug versions of every era."""
     users = {

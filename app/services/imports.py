@@ -305,20 +305,18 @@ async def import_users(
         # Ids from the row's own creation time, and the file position after it: listing users
         # (ordered by id) shows imported accounts where they joined, in file order within a
         # millisecond.
-        values: dict[str, Any] = {
-            "id": uuid7(created_at, sequence=position),
-            "name": account.name,
-            "email": account.email,
-            "email_normalized": account.email_normalized,
-            "password_hash": account.password_hash,
-            "is_active": True,
-            "is_admin": account.is_admin,
-            "created_at": created_at,
-            "credentials_version": 0,
-        }
-        if "email_verified" in Account._fields:  # the address-verification feature's column
-            values["email_verified"] = account.email_verified
-        row = Account(**values)._asdict()
+        row = Account(
+            id=uuid7(created_at, sequence=position),
+            name=account.name,
+            email=account.email,
+            email_normalized=account.email_normalized,
+            password_hash=account.password_hash,
+            is_active=True,
+            is_admin=account.is_admin,
+            created_at=created_at,
+            credentials_version=0,
+            email_verified=account.email_verified,
+        )._asdict()
 
         def insert_account(statements: Statements, row: dict[str, Any] = row) -> None:
             statements.execute(users.INSERT_USER, row)
