@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import email
+import email.policy
 import logging
 import os
 import random
@@ -263,6 +265,22 @@ def _private_folder(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def _readable(message: EmailMessage) -> EmailMessage:
+    """A copy whose text parts are plain 8-bit UTF-8, not quoted-printable.
+
+    Over SMTP the parts stay 7-bit safe for any server. A file is read by people, with `cat` or
+    an editor, and quoted-printable splits the link they are meant to copy (`#token=3D...` and a
+    soft line break in the middle of the token).
+    """
+    copy = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert isinstance(copy, EmailMessage)
+    for part in copy.walk():
+        if part.get_content_maintype() == "text":
+            content = part.get_content()
+            part.set_content(content, subtype=part.get_content_subtype(), cte="8bit")
+    return copy
+
+
 def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
     """Write the message to `folder` as one .eml file, complete or not at all; its path."""
     _private_folder(folder)
@@ -271,7 +289,7 @@ def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
     draft = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
-        file.write(message.as_bytes())
+        file.write(_readable(message).as_bytes())
         file.flush()
         os.fsync(file.fileno())
     os.replace(draft, path)
