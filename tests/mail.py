@@ -107,23 +107,35 @@ class MailServer:
         with self.lock:
             return [m for m in self.received if to is None or to in m.recipients]
 
+    def _arrived(self, to: str, count: int, subject: str, deadline: float) -> list[Captured]:
+        """The first `count` such mails if they came, [] to wait on; fails after the deadline."""
+        found = [m for m in self.messages(to) if subject in m.subject]
+        if len(found) >= count:
+            return found[:count]
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(found)} of {count} mails to {to} ({subject!r}) in time; "
+                f"received: {[(m.recipients, m.subject) for m in self.messages()]}"
+            )
+        return []
+
     async def wait_for(
         self, to: str, *, count: int = 1, subject: str = "", within: float = 20.0
     ) -> list[Captured]:
         """The first `count` mails to `to` (whose subject contains `subject`), once they came."""
         deadline = time.monotonic() + within
         while True:
-            found = [m for m in self.messages(to) if subject in m.subject]
-            if len(found) >= count:
-                return found[:count]
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{len(found)} of {count} mails to {to} ({subject!r}) in {within}s; "
-                    f"received: {[(m.recipients, m.subject) for m in self.messages()]}"
-                )
+            if found := self._arrived(to, count, subject, deadline):
+                return found
             await asyncio.sleep(0.05)
 
     def wait_for_blocking(
-        self, to: str, *, count: int = 1, timeout: float = 30.0
+        self, to: str, *, count: int = 1, subject: str = "", within: float = 20.0
     ) -> list[Captured]:
-        return asyncio.run(self.wait_for(to, count=count, timeout=timeout))
+        """`wait_for` for synchronous tests; it never needs an event loop of its own, so it
+        also works where one already runs in the thread (Playwright's sync API)."""
+        deadline = time.monotonic() + within
+        while True:
+            if found := self._arrived(to, count, subject, deadline):
+                return found
+            time.sleep(0.05)

@@ -75,27 +75,34 @@ class ServiceProcess:
                 self.process.wait()
 
 
-def start_service(env: dict[str, str], workdir: Path) -> ServiceProcess:
-    port = free_port()
+def start_service(
+    env: dict[str, str], workdir: Path, *, port: int | None = None, as_make_run: bool = False
+) -> ServiceProcess:
+    """Start the service on `port` (one the OS picks by default); its output goes to a log file.
+
+    Pass a port chosen beforehand when the service must know its own address, as in PUBLIC_URL.
+    `as_make_run` starts it the way `make run` does (`python -m app serve`), not bare uvicorn.
+    """
+    port = port or free_port()
     log = workdir / f"service-{port}.log"
+    if as_make_run:
+        command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            cwd=workdir,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            command, env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT
         )
     return ServiceProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
 

@@ -1,5 +1,8 @@
 """The password-reset and email-verification pages in headless Chromium, against a real server.
 
+The first tests watch what the pages do with any token; the last ones follow links from real
+mail: a service process delivering to an aiosmtpd server, as a person would receive them.
+
 Chromium and Playwright as tests/browser.py describes; without them the tests skip.
 `UPDATE_SCREENSHOT=1` rewrites tests/screenshots/password-reset.png (docs/recovery-pages.md).
 """
@@ -7,14 +10,23 @@ Chromium and Playwright as tests/browser.py describes; without them the tests sk
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests import browser
 from tests.browser import RequestLog, sync_api
-from tests.live_server import running_service
+from tests.conftest import DEFAULT_PASSWORD
+from tests.live_server import running_service, server_environment
+from tests.mail import Captured, MailServer
+from tests.processes import ServiceProcess, free_port, start_service
 
 browser_context = browser.browser_context  # the shared fixture, for this module's tests
 
@@ -185,3 +197,199 @@ def test_the_pages_work_with_the_policy_enforced_and_nothing_inline(
     background = page.evaluate("getComputedStyle(document.querySelector('main')).backgroundColor")
     assert background not in ("rgba(0, 0, 0, 0)", "transparent")
     assert problems.messages == [m for m in problems.messages if "Content Security Policy" in m]
+
+
+# End to end: a real service process delivering to a real SMTP server, and a link from the mail.
+
+
+@dataclass
+class MailingService:
+    url: str
+    mail: MailServer
+    process: ServiceProcess
+
+
+@pytest.fixture
+def mailing_service(tmp_path: Path) -> Iterator[MailingService]:
+    """A service that sends its mail to an aiosmtpd server, its links built from PUBLIC_URL."""
+    mail = MailServer()
+    mail.start()
+    port = free_port()
+    env = server_environment(
+        tmp_path,
+        {
+            "PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(mail.port),
+            "SMTP_TLS": "none",
+            "MAIL_POLL_INTERVAL_SECONDS": "0.2",
+            "MAIL_RETRY_BASE_SECONDS": "0.2",
+        },
+    )
+    # Access logs on: the test reads them to see that no token ever reached the server.
+    service = start_service(env, tmp_path, port=port)
+    try:
+        service.wait_ready()
+        yield MailingService(url=service.url, mail=mail, process=service)
+    finally:
+        service.stop()
+        mail.stop()
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, trust_env=False, timeout=10, **kwargs)
+
+
+def _sign_up(service: MailingService) -> str:
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    response = _post(
+        f"{service.url}/signup",
+        json={"name": "Ada Lovelace", "email": email, "password": DEFAULT_PASSWORD},
+    )
+    assert response.status_code == 201, response.text
+    return email
+
+
+def _mail(service: MailingService, to: str, subject: str) -> Captured:
+    [mail] = service.mail.wait_for_blocking(to, subject=subject, within=30)
+    return mail
+
+
+def _login(service: MailingService, email: str, password: str) -> httpx.Response:
+    return _post(
+        f"{service.url}/token",
+        data={"grant_type": "password", "username": email, "password": password},
+    )
+
+
+def test_a_reset_link_from_a_real_mail_sets_a_new_password_in_the_browser(
+    mailing_service: MailingService, browser_context: sync_api.BrowserContext, tmp_path: Path
+) -> None:
+    service = mailing_service
+    email = _sign_up(service)
+    response = _post(f"{service.url}/password-reset", json={"email": email})
+    assert response.status_code == 202, response.text
+    mail = _mail(service, email, "Reset your")
+    link = mail.link
+    assert link == f"{service.url}/password-reset#token={mail.token}"
+
+    requests = RequestLog(browser_context, service.url)
+    # A mail scanner opening the link first, script and all, spends nothing.
+    scanner, _, scanner_posts = _open(browser_context, link)
+    sync_api.expect(scanner.get_by_label("New password", exact=True)).to_be_visible()
+    scanner.close()
+    assert scanner_posts == []
+
+    page, problems, _ = _open(browser_context, link)
+    assert page.url == f"{service.url}/password-reset"
+    field = page.get_by_label("New password", exact=True)
+
+    # The password policy's answer (the API's 422) appears next to the field.
+    field.fill("password")
+    page.get_by_role("button", name="Set new password").click()
+    error = page.locator("#new-password-error")
+    sync_api.expect(error).to_have_text(
+        "The password is too common: it appears in lists of leaked passwords."
+    )
+    sync_api.expect(field).to_have_attribute("aria-invalid", "true")
+    sync_api.expect(field).to_be_focused()
+    shot = tmp_path / "password-reset.png"
+    panel = page.locator("main").bounding_box()
+    assert panel is not None
+    margin = 32
+    page.screenshot(
+        path=shot,
+        clip={
+            "x": panel["x"] - margin,
+            "y": 0,
+            "width": panel["width"] + 2 * margin,
+            "height": panel["y"] + panel["height"] + margin,
+        },
+    )
+    if browser.update_screenshots():
+        browser.SCREENSHOTS.mkdir(exist_ok=True)
+        shutil.copyfile(shot, browser.SCREENSHOTS / "password-reset.png")
+
+    new_password = "difference-engine-1822"
+    field.fill(new_password)
+    with page.expect_response(lambda r: r.url.endswith("/password-reset/confirm")) as confirmed:
+        page.get_by_role("button", name="Set new password").click()
+    assert confirmed.value.status == 204
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Your password has been changed"
+    )
+    sync_api.expect(error).to_be_hidden()
+
+    assert _login(service, email, new_password).status_code == 200
+    assert _login(service, email, DEFAULT_PASSWORD).status_code == 400
+    # The link worked once: opened again, it offers a new one.
+    page.goto(link)
+    page.get_by_label("New password", exact=True).fill("another-new-password-42")
+    page.get_by_role("button", name="Set new password").click()
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text(
+        "This reset link no longer works"
+    )
+    sync_api.expect(page.get_by_label("Email address")).to_be_visible()
+
+    assert requests.foreign() == [], "requests that left the service"
+    assert {urlsplit(url).path for url in requests.urls} >= {
+        "/password-reset",
+        "/static/recovery.js",
+        "/static/pages.css",
+        "/password-reset/confirm",
+    }
+    assert problems.messages == []
+    service.process.stop()
+    log = service.process.log.read_text(errors="replace")
+    assert "GET /password-reset " in log, "the access log was not on"
+    assert mail.token not in log
+
+
+def test_a_verification_link_from_the_signup_mail_confirms_the_address_in_the_browser(
+    mailing_service: MailingService, browser_context: sync_api.BrowserContext
+) -> None:
+    service = mailing_service
+    email = _sign_up(service)
+    mail = _mail(service, email, "Confirm your email")
+    assert mail.link == f"{service.url}/email-verification#token={mail.token}"
+
+    requests = RequestLog(browser_context, service.url)
+    page, problems, posts = _open(browser_context, mail.link)
+    assert posts == []
+    with page.expect_response(lambda r: r.url.endswith("/email-verification/confirm")) as done:
+        page.get_by_role("button", name="Confirm", exact=True).click()
+    assert done.value.status == 200
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Your email address is confirmed"
+    )
+    sync_api.expect(page.locator("#verified-email")).to_have_text(email)
+
+    tokens = _login(service, email, DEFAULT_PASSWORD).json()
+    me = httpx.get(
+        f"{service.url}/users/me",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        trust_env=False,
+    )
+    assert me.json()["email_verified"] is True
+    assert requests.foreign() == []
+    assert problems.messages == []
+
+
+def test_the_request_form_of_a_spent_link_mails_a_fresh_one(
+    mailing_service: MailingService, browser_context: sync_api.BrowserContext
+) -> None:
+    service = mailing_service
+    email = _sign_up(service)
+    page, _, _ = _open(browser_context, f"{service.url}/password-reset#token=not-a-real-token")
+    page.get_by_label("New password", exact=True).fill("difference-engine-1822")
+    page.get_by_role("button", name="Set new password").click()
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text(
+        "This reset link no longer works"
+    )
+    page.get_by_label("Email address").fill(email)
+    with page.expect_response(lambda r: r.url.endswith("/password-reset")) as asked:
+        page.get_by_role("button", name="Send me a new link").click()
+    assert asked.value.status == 202
+    sync_api.expect(page.locator("#status")).to_have_text(asked.value.json()["detail"])
+    mail = _mail(service, email, "Reset your")
+    assert mail.link.startswith(f"{service.url}/password-reset#token=")
