@@ -174,8 +174,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     # Mail (app/services/mail.py). Without smtp_host, mail is written as .eml files to
-    # mail_outbox_dir instead of being sent.
-    product_name: str = "Passgate"
+    # mail_outbox_dir instead of being sent. The product name in mail is product_name's.
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None

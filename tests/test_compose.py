@@ -8,7 +8,18 @@ from typing import Any
 
 import yaml
 
+from app.config import Settings
+
 COMPOSE = Path(__file__).parent.parent / "compose.yaml"
+
+# Read by the image's entrypoint (or asyncpg), not by Settings.
+NOT_SETTINGS = {
+    "WORKERS",
+    "FORWARDED_ALLOW_IPS",
+    "PGPASSWORD_FILE",
+    "SECRET_KEY_FILE",
+    "SMTP_PASSWORD_FILE",
+}
 
 # API.md's configuration rows for mail, links and recovery (issue 12).
 MAIL_SETTINGS = {
@@ -97,3 +108,10 @@ def test_the_example_alerts_watch_login_failures_and_the_mail_backlog_with_real_
         for series in re.findall(r"passgate_[a-z_]+", rule["expr"]):
             assert series in exported, (rule["alert"], series)
         assert rule["for"] and rule["labels"]["severity"]
+
+
+def test_every_variable_compose_sets_is_one_the_service_reads():
+    # A misspelt name would be ignored silently (Settings ignores unknown variables).
+    fields = {name.upper() for name in Settings.model_fields}
+    unknown = set(replica_environment()) - fields - NOT_SETTINGS
+    assert unknown == set()
