@@ -21,7 +21,7 @@ from sqlalchemy import text
 from app import cli
 from app.config import Settings
 from app.db import utcnow
-from app.services import credentials, users
+from app.services import credentials, tokens, users
 from app.transactions import _CoreStatements
 from tests.conftest import (
     DEFAULT_PASSWORD,
@@ -214,13 +214,15 @@ async def test_a_rehash_does_not_bring_back_a_changed_password(client, app):
 
 def opening(user_id: uuid.UUID, verified_version: int, family_id: uuid.UUID):
     now = utcnow()
-    return lambda statements: credentials.open_family(
-        statements,
-        user_id=user_id,
-        verified_version=verified_version,
+    family = tokens.family_row(
         family_id=family_id,
+        user_id=user_id,
+        context=tokens.LoginContext(ip=None, user_agent=None),
         now=now,
         expires_at=now + dt.timedelta(hours=1),
+    )
+    return lambda statements: credentials.open_family(
+        statements, family=family, verified_version=verified_version
     )
 
 
