@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.config import Settings
-from app.services.users import normalize_email
+from app.email_addresses import lookup_key
 
 logger = logging.getLogger("passgate.ratelimit")
 
@@ -66,8 +66,12 @@ class Throttled(Exception):
 
 
 def account_key(email: str) -> str:
-    """The account a login names, as a fixed-size key: raw usernames can be 4 KB of anything."""
-    return hashlib.sha256(normalize_email(email).encode("utf-8", "surrogatepass")).hexdigest()
+    """The account a login names, as a fixed-size key: raw usernames can be 4 KB of anything.
+
+    Every spelling of one address counts against one account; a string that is no address is
+    counted under its own caseless form, so it cannot dodge the limit either (`lookup_key`).
+    """
+    return hashlib.sha256(lookup_key(email).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def address_key(host: str | None) -> str:

@@ -13,13 +13,15 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     StrictBool,
+    StrictStr,
     StringConstraints,
+    WithJsonSchema,
     field_serializer,
 )
 
+from app.email_addresses import canonical_email, email_key
 from app.security import normalize_password
 
 PASSWORD_MIN_LENGTH = 8
@@ -91,7 +93,18 @@ def _check_raw_email(value: object) -> object:
     return value
 
 
-Email = Annotated[EmailStr, BeforeValidator(_check_raw_email)]
+def _canonical_email(value: str) -> str:
+    email_key(value)  # refuses, with a 422, an address whose key would not fit the column
+    return canonical_email(value)
+
+
+# The one normalisation (app/email_addresses.py), with email-validator's messages as the 422's.
+Email = Annotated[
+    StrictStr,
+    BeforeValidator(_check_raw_email),
+    AfterValidator(_canonical_email),
+    WithJsonSchema({"type": "string", "format": "email"}),
+]
 
 
 class UserCreate(BaseModel):
@@ -109,7 +122,10 @@ class UserCreate(BaseModel):
     )
 
     name: Name = Field(description="1 to 100 characters after trimming.")
-    email: Email = Field(description="Compared case-insensitively: one account per address.")
+    email: Email = Field(
+        description="Stored normalised; compared without regard to case or Unicode spelling: "
+        "one account per address."
+    )
     password: NewPassword = Field(
         description="8 to 128 characters, any script; common leaked passwords are refused.",
         json_schema_extra={"format": "password", "minLength": 8, "maxLength": 128},

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
+from app.email_addresses import email_key
 from app.hash_formats import UnacceptableHash, identify
 from app.models import Account, uuid7
 from app.schemas import Email, Name
@@ -239,7 +240,7 @@ def _parse_row(
         raise RowRejected(str(exc)) from None
     return NewAccount(
         email=email,
-        email_normalized=users.normalize_email(email),
+        email_normalized=email_key(email),
         name=name,
         password_hash=data["password_hash"],
         email_verified=_flag(data, "email_verified"),

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.email_addresses import email_key, lookup_key
 from app.errors import (
     EmailNotVerified,
     EmailTaken,
@@ -44,9 +45,8 @@ VOID_MAILED_TOKENS = Prepared(
 )
 
 
-def normalize_email(email: str) -> str:
-    """The key that makes one account per address, whatever its letter case."""
-    return email.strip().lower()
+# The key to find or compare an address by, never raising (app/email_addresses.py).
+normalize_email = lookup_key
 
 
 async def create_user(
@@ -69,7 +69,7 @@ async def create_user(
         id=uuid7(),
         name=name,
         email=email,
-        email_normalized=normalize_email(email),
+        email_normalized=email_key(email),
         password_hash=password_hash,
         is_active=True,
         is_admin=is_admin,
@@ -102,7 +102,9 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def get_user_by_email(db: Transactions, email: str) -> Account | None:
-    params = {"email": normalize_email(email)}
+    """The user with this address under `email_key`; None for an unknown or invalid address
+    (looked up all the same, under a key no account has: it costs what a real lookup costs)."""
+    params = {"email": lookup_key(email)}
 
     def find(statements: Statements) -> Account | None:
         account: Account | None = statements.execute(USER_BY_EMAIL, params).one_or_none()
@@ -309,7 +311,7 @@ async def ensure_admin(
         changes["name"] = name
     promote = Prepared(
         update(User)
-        .where(User.email_normalized == normalize_email(email))
+        .where(User.email_normalized == email_key(email))
         .values(**changes)
         .returning(*USER_COLUMNS),
         row_type=Account,
