@@ -29,7 +29,10 @@ from app.main import create_app
 from tests.conftest import DEFAULT_PASSWORD, bearer, login, new_user, refresh, signup
 from tests.conftest import test_settings as make_settings
 from tests.live_server import server_environment
+from tests.mail import MailServer
 from tests.processes import ServiceProcess, free_port
+from tests.test_mail import wait_until
+from tests.test_recovery import VERIFY, request_reset, service
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_TOKEN = "scraper-token-" + "m" * 32
@@ -336,3 +339,63 @@ def test_a_two_worker_server_reports_exactly_the_logins_of_both_workers(tmp_path
         )
     finally:
         service.stop()
+
+
+# Mail (issue 12's outbox): sent and failed deliveries by kind, the backlog, reset requests.
+
+
+async def test_mail_deliveries_the_backlog_and_reset_requests_are_counted(database_url):
+    server = MailServer()  # its port is chosen, but nothing listens there yet
+    settings = make_settings(
+        database_url=database_url, metrics_token=METRICS_TOKEN, **server.settings()
+    )
+    async with service(settings) as (_, client):
+        before = await scrape(client)
+        assert (await signup(client, email="ada@example.com")).status_code == 201
+        assert (await request_reset(client, "ada@example.com")).status_code == 202
+        assert (await request_reset(client, "nobody@example.com")).status_code == 202
+
+        async def backlog_and_failures() -> bool:
+            scraped = await scrape(client)
+            failed = value(
+                scraped, "passgate_emails_total", kind="email_verification", result="failed"
+            ) - value(before, "passgate_emails_total", kind="email_verification", result="failed")
+            return value(scraped, "passgate_email_outbox_pending") == 2 and failed >= 1
+
+        await wait_until(backlog_and_failures)
+
+        server.start()
+        try:
+            await server.wait_for("ada@example.com", subject=VERIFY)
+
+            async def delivered() -> bool:
+                scraped = await scrape(client)
+                return value(scraped, "passgate_email_outbox_pending") == 0
+
+            await wait_until(delivered)
+        finally:
+            server.stop()
+        after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("passgate_emails_total", kind="email_verification", result="sent") == 1
+    assert delta("passgate_emails_total", kind="password_reset", result="sent") == 1
+    assert delta("passgate_password_reset_requests_total") == 2
+    # Labels hold kinds of mail only, never an address.
+    assert not any("@" in label for _name, labels in after for _, label in labels)
+
+
+async def test_a_login_refused_for_an_unverified_address_is_counted(database_url):
+    settings = make_settings(
+        database_url=database_url, metrics_token=METRICS_TOKEN, require_email_verification=True
+    )
+    async with service(settings) as (_, client):
+        before = await scrape(client)
+        await signup(client, email="ada@example.com")
+        assert (await login(client, "ada@example.com")).status_code == 400
+        after = await scrape(client)
+
+    name = "passgate_login_attempts_total"
+    assert value(after, name, result="unverified") - value(before, name, result="unverified") == 1

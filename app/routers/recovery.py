@@ -10,6 +10,7 @@ from app.audit import AuditEvent, record
 from app.db import utcnow
 from app.deps import MailerDep, PasswordsDep, TransactionsDep
 from app.errors import EmailTaken, InvalidOneTimeToken, too_many_attempts
+from app.metrics import PASSWORD_RESET_REQUESTS
 from app.models import Account
 from app.ratelimit import ClientAddress, Throttled, ThrottleDep
 from app.schemas import (
@@ -91,6 +92,7 @@ async def request_password_reset(
         address=address,
         event=AuditEvent.PASSWORD_RESET_REQUESTED,
     )
+    PASSWORD_RESET_REQUESTS.inc()
     return AcceptedOut(detail=RESET_ACCEPTED)
 
 

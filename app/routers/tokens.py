@@ -147,6 +147,7 @@ async def issue_token(
             raise OAuthError("invalid_grant", "Invalid email or password") from None
         except EmailNotVerified as exc:
             record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason="unverified")
+            count_login("unverified")
             raise OAuthError("invalid_grant", "email address not verified") from None
         await throttle.login_succeeded(account=email, address=address)
         record(AuditEvent.LOGIN_SUCCEEDED, user_id=issued.user_id)

@@ -31,11 +31,12 @@ from typing import Any
 
 import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import utcnow
+from app.metrics import EMAIL_OUTBOX_PENDING, count_email
 from app.models import OneTimeToken, OutboxMail, User, uuid7
 from app.security import hash_refresh_token
 from app.transactions import Prepared, Statements, Transactions
@@ -117,6 +118,12 @@ VOID_TOKENS_OF_PURPOSE = Prepared(
     )
 )
 INSERT_TOKEN = Prepared.insert(OneTimeToken.__table__)
+# Stored and neither sent nor given up on: what passgate_email_outbox_pending reports.
+COUNT_PENDING = Prepared(
+    select(func.count())
+    .select_from(OutboxMail)
+    .where(OutboxMail.sent_at.is_(None), OutboxMail.failed_at.is_(None))
+)
 MARK_SENT = Prepared(
     update(OutboxMail)
     .where(OutboxMail.id == bindparam("mail_id"))
@@ -361,11 +368,14 @@ class Mailer:
         try:
             where = await self._deliver(mail, message)
         except PermanentFailure as exc:
+            count_email(str(mail.kind), "failed")
             await self._record(MARK_FAILED, mail, error=str(exc))
             logger.warning("mail %s (%s) refused for good: %s", mail.id, mail.kind, exc)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            count_email(str(mail.kind), "failed")
             await self._failed(mail, _describe(exc))
         else:
+            count_email(str(mail.kind), "sent")
             await self._record(MARK_SENT, mail)
             if where is not None:
                 logger.info("mail %s (%s) written to %s", mail.id, mail.kind, where)
@@ -497,6 +507,16 @@ class Mailer:
             statements.execute(prepared, params)
 
         await self._db.write(store)
+
+
+async def update_outbox_gauge(db: Transactions) -> None:
+    """Set passgate_email_outbox_pending from the outbox table (every replica shares it)."""
+
+    def count_pending(statements: Statements) -> int:
+        row = statements.execute(COUNT_PENDING).one_or_none()
+        return int(row[0]) if row is not None else 0
+
+    EMAIL_OUTBOX_PENDING.set(await db.read(count_pending))
 
 
 def _why_not_send(mail: ClaimedMail, user: Any) -> str | None:
