@@ -123,3 +123,26 @@ def running_services(
     finally:
         for service in services:
             service.stop()
+
+
+def start_serve(
+    env: dict[str, str], workdir: Path, *, port: int, workers: int = 1
+) -> ServiceProcess:
+    """`python -m app serve` (what make run and the image run), ready when this returns."""
+    log = workdir / f"serve-{port}-{time.monotonic_ns()}.log"
+    root = Path(__file__).resolve().parent.parent
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
+            env={**env, "PYTHONPATH": str(root)},
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    service = ServiceProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+    try:
+        service.wait_ready()
+    except BaseException:
+        service.stop()
+        raise
+    return service

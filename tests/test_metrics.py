@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,11 +28,10 @@ from tests.conftest import DEFAULT_PASSWORD, bearer, login, new_user, refresh, s
 from tests.conftest import test_settings as make_settings
 from tests.live_server import server_environment
 from tests.mail import MailServer
-from tests.processes import ServiceProcess, free_port
+from tests.processes import ServiceProcess, free_port, start_serve
 from tests.test_mail import wait_until
 from tests.test_recovery import VERIFY, request_reset, service
 
-ROOT = Path(__file__).resolve().parent.parent
 METRICS_TOKEN = "scraper-token-" + "m" * 32
 SCRAPER = bearer(METRICS_TOKEN)
 
@@ -244,18 +241,7 @@ def start_two_workers(tmp_path: Path, port: int) -> ServiceProcess:
         tmp_path, {"METRICS_TOKEN": METRICS_TOKEN, "LOGIN_RATE_LIMIT": "1000/minute"}
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp_path / f"serve-{time.monotonic_ns()}.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
-            env={**env, "PYTHONPATH": str(ROOT)},
-            cwd=tmp_path,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    service = ServiceProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
-    service.wait_ready()
-    return service
+    return start_serve(env, tmp_path, port=port, workers=2)
 
 
 def login_many(url: str, email: str, batch: int) -> None:
