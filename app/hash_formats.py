@@ -15,6 +15,7 @@ server's memory or CPU (figures: one verification on this project's 2-core CI ma
 | bcrypt | `$2b$12$...` (`$2a$`, `$2y$` too) | | cost 14 (cost 12: 0.33 s) |
 | passlib pbkdf2 | `$pbkdf2-sha256$N$...`, `$pbkdf2-sha512$N$...` | 100,000 iterations | 2,000,000 |
 | Django | `pbkdf2_sha256$N$salt$base64` | 100,000 iterations | 2,000,000 |
+| Django | `argon2$argon2id$...`, `bcrypt_sha256$$2b$...`, `bcrypt$$2b$...` | | as Argon2, bcrypt |
 | Werkzeug pbkdf2 | `pbkdf2:sha256:N$salt$hex` (`sha512` too) | 100,000 iterations | 2,000,000 (1,000,000: 0.38 s) |
 | Werkzeug scrypt | `scrypt:n:r:p$salt$hex` | | 128*n*r 64 MiB, p 16, n*r*p 2**20 (2**15:8:1: 0.13 s) |
 
@@ -74,12 +75,16 @@ class UnacceptableHash(ValueError):
 class HashFormat:
     """What a stored hash is: its scheme, and for Werkzeug's the parsed parameters."""
 
-    scheme: str  # argon2, bcrypt, pbkdf2_sha256, pbkdf2_sha512, django_pbkdf2_sha256, werkzeug
+    # argon2, bcrypt, pbkdf2_sha256, pbkdf2_sha512, werkzeug, and django_ + pbkdf2_sha256,
+    # argon2, bcrypt_sha256 or bcrypt: libpass's names for them
+    scheme: str
     werkzeug: WerkzeugHash | None = None
 
     @property
     def max_password_bytes(self) -> int | None:
-        return BCRYPT_MAX_PASSWORD_BYTES if self.scheme == "bcrypt" else None
+        # Django's bcrypt_sha256 hashes a 64-character hex digest: any password fits.
+        plain_bcrypt = self.scheme in ("bcrypt", "django_bcrypt")
+        return BCRYPT_MAX_PASSWORD_BYTES if plain_bcrypt else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,12 @@ PASSLIB_PBKDF2 = re.compile(r"\$pbkdf2-(sha256|sha512)\$(\d{1,10})\$[./A-Za-z0-9
 DJANGO_PBKDF2 = re.compile(r"pbkdf2_sha256\$(\d{1,10})\$[^$]+\$[A-Za-z0-9+/]+={0,2}")
 WERKZEUG = re.compile(
     r"(pbkdf2|scrypt)((?::[A-Za-z0-9]{1,16})*)\$([\x21-\x23\x25-\x7e]{1,128})\$([0-9a-f]+)"
+)
+# Django's prefix before the library's own string, and how such a hash starts.
+DJANGO_PREFIXED = (
+    ("argon2", "argon2$argon2"),  # Argon2PasswordHasher: "argon2" + "$argon2id$v=19$..."
+    ("bcrypt_sha256$", "bcrypt_sha256$$2"),  # BCryptSHA256PasswordHasher
+    ("bcrypt$", "bcrypt$$2"),  # BCryptPasswordHasher
 )
 WERKZEUG_DIGESTS = {"sha256": 32, "sha512": 64}
 SCRYPT_KEY_BYTES = 64
@@ -195,6 +206,29 @@ def _werkzeug(match: re.Match[str]) -> HashFormat:
     )
 
 
+def _check_library_hash(
+    password_hash: str, max_argon2_memory_kib: int, max_argon2_time_cost: int
+) -> str | None:
+    """argon2 or bcrypt for such a hash within its bounds; None for any other format."""
+    if match := ARGON2.fullmatch(password_hash):
+        _check_argon2(
+            match,
+            max_memory_kib=max(max_argon2_memory_kib, MAX_ARGON2_MEMORY_KIB),
+            max_time_cost=max(max_argon2_time_cost, MAX_ARGON2_TIME_COST),
+        )
+        return "argon2"
+    if match := BCRYPT.fullmatch(password_hash):
+        cost = int(match.group(1))
+        if cost < 4 or cost > 31:
+            raise UnacceptableHash("malformed bcrypt hash")
+        if cost > MAX_BCRYPT_COST:
+            raise UnacceptableHash(
+                f"hash too costly: bcrypt cost {cost} (at most {MAX_BCRYPT_COST})"
+            )
+        return "bcrypt"
+    return None
+
+
 def identify(
     password_hash: object,
     *,
@@ -212,22 +246,17 @@ def identify(
         raise UnacceptableHash(f"unsupported hash: longer than {MAX_HASH_LENGTH} characters")
     if not password_hash.isascii() or not password_hash.isprintable():
         raise UnacceptableHash("unsupported hash: characters no hash format uses")
-    if match := ARGON2.fullmatch(password_hash):
-        _check_argon2(
-            match,
-            max_memory_kib=max(max_argon2_memory_kib, MAX_ARGON2_MEMORY_KIB),
-            max_time_cost=max(max_argon2_time_cost, MAX_ARGON2_TIME_COST),
-        )
-        return HashFormat("argon2")
-    if match := BCRYPT.fullmatch(password_hash):
-        cost = int(match.group(1))
-        if cost < 4 or cost > 31:
-            raise UnacceptableHash("malformed bcrypt hash")
-        if cost > MAX_BCRYPT_COST:
-            raise UnacceptableHash(
-                f"hash too costly: bcrypt cost {cost} (at most {MAX_BCRYPT_COST})"
-            )
-        return HashFormat("bcrypt")
+    # Django's Argon2PasswordHasher, BCryptSHA256PasswordHasher and BCryptPasswordHasher put
+    # their name before the library's own string: "argon2$argon2id$...", "bcrypt_sha256$$2b$...".
+    for django, library_start in DJANGO_PREFIXED:
+        if password_hash.startswith(library_start):
+            inner = password_hash[len(django) :]
+            if _check_library_hash(inner, max_argon2_memory_kib, max_argon2_time_cost) is None:
+                raise UnacceptableHash(f"malformed Django {django.strip('$')} hash")
+            return HashFormat(f"django_{django.strip('$')}")
+    scheme = _check_library_hash(password_hash, max_argon2_memory_kib, max_argon2_time_cost)
+    if scheme is not None:
+        return HashFormat(scheme)
     if match := PASSLIB_PBKDF2.fullmatch(password_hash):
         _pbkdf2_iterations(int(match.group(2)))
         return HashFormat(f"pbkdf2_{match.group(1)}")

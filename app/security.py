@@ -42,7 +42,15 @@ HASH_THREAD_NICENESS = 10
 
 # Schemes of imported hashes that libpass verifies; Werkzeug's are verified by
 # app/hash_formats.py. Argon2 hashes, ours or imported, go through the native context.
-IMPORTED_SCHEMES = ("bcrypt", "pbkdf2_sha256", "pbkdf2_sha512", "django_pbkdf2_sha256")
+IMPORTED_SCHEMES = (
+    "bcrypt",
+    "pbkdf2_sha256",
+    "pbkdf2_sha512",
+    "django_pbkdf2_sha256",
+    "django_argon2",
+    "django_bcrypt_sha256",
+    "django_bcrypt",
+)
 
 # How many recent verifications of imported hashes set the time a failed login takes.
 IMPORTED_TIMINGS_KEPT = 64

@@ -45,6 +45,18 @@ def django_pbkdf2_sha256(password: str, iterations: int) -> str:
     return f"pbkdf2_sha256${iterations}${salt}${base64.b64encode(digest).decode()}"
 
 
+def django_argon2(password: str) -> str:
+    """Django's Argon2PasswordHasher: its name, then argon2-cffi's string (Django's defaults)."""
+    hasher = argon2.PasswordHasher(time_cost=2, memory_cost=102_400, parallelism=8)
+    return "argon2" + hasher.hash(password)
+
+
+def django_bcrypt_sha256(password: str) -> str:
+    """Django's BCryptSHA256PasswordHasher: bcrypt of the password's SHA-256 hex digest."""
+    digest = hashlib.sha256(password.encode()).hexdigest().encode()
+    return "bcrypt_sha256$" + bcrypt.hashpw(digest, bcrypt.gensalt(rounds=10)).decode()
+
+
 def werkzeug_single_round(method: str, password: str) -> str:
     """What Werkzeug before 2.3 made for method="sha256" (the tutorial's) or "sha1" (before
     0.9's default): one HMAC of the password keyed with the salt. Werkzeug 3 no longer can."""
@@ -84,6 +96,9 @@ ACCEPTED = {
     "passlib pbkdf2_sha256": lambda: pbkdf2_sha256.using(rounds=200_000).hash(PASSWORD),
     "passlib pbkdf2_sha512": lambda: pbkdf2_sha512.using(rounds=100_000).hash(PASSWORD),
     "django pbkdf2_sha256 (4.0)": lambda: django_pbkdf2_sha256(PASSWORD, 320_000),
+    "django argon2": lambda: django_argon2(PASSWORD),
+    "django bcrypt_sha256": lambda: django_bcrypt_sha256(PASSWORD),
+    "django bcrypt": lambda: "bcrypt$" + bcrypt_hash(PASSWORD),
 }
 
 REFUSED = {
@@ -137,6 +152,14 @@ REFUSED = {
     "argon2 t=1000": (
         "$argon2id$v=19$m=65536,t=1000,p=1$c29tZXNhbHRzb21lc2FsdA$" + "A" * 43,
         "hash too costly",
+    ),
+    "django argon2 4 GiB": (
+        "argon2$argon2id$v=19$m=4194304,t=3,p=1$c29tZXNhbHRzb21lc2FsdA$" + "A" * 43,
+        "hash too costly: Argon2 m=4194304",
+    ),
+    "django bcrypt_sha256 cost 20": (
+        "bcrypt_sha256$$2b$20$" + bcrypt_hash(PASSWORD, rounds=4)[7:],
+        "hash too costly: bcrypt cost 20",
     ),
     "garbage": ("not-a-hash-at-all", "unsupported hash format"),
     "truncated bcrypt": (bcrypt_hash(PASSWORD, rounds=4)[:40], "unsupported hash format"),
@@ -270,6 +293,27 @@ async def test_a_password_longer_than_bcrypt_takes_is_an_invalid_grant(
     fits = await login(client, "fits@example.com", exactly_72)
     assert fits.status_code == 200
     assert (await stored_hash(app, "fits@example.com")).startswith(OUR_ARGON2)
+
+
+async def test_a_long_password_fits_django_bcrypt_sha256_which_hashes_it_first(
+    client, app, settings, tmp_path
+):
+    long_password = "correct horse battery staple " * 4  # 116 bytes
+    path = write_lines(
+        tmp_path / "users.jsonl",
+        [
+            {
+                "email": "long@example.com",
+                "name": "Long",
+                "password_hash": django_bcrypt_sha256(long_password),
+            }
+        ],
+    )
+    await run_import(settings, path)
+
+    assert (await login(client, "long@example.com", long_password[:72])).status_code == 400
+    assert (await login(client, "long@example.com", long_password)).status_code == 200
+    assert (await stored_hash(app, "long@example.com")).startswith(OUR_ARGON2)
 
 
 async def test_running_the_import_twice_changes_nothing_more(client, app, settings, tmp_path):
