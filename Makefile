@@ -40,7 +40,7 @@ install: $(BIN)/.installed
 # `python -m app serve` checks the configuration, the port and the database first, each
 # mistake in one line, migrates once, then serves with uvicorn in the log format of app/logs.py.
 run: $(BIN)/.installed
-	$(BIN)/python -m app serve --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+	@$(BIN)/python -m app serve --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)'
 
 test: $(BIN)/.installed

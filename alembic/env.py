@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-from logging.config import fileConfig
+import sys
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from app.config import Settings
+from app.config import Settings, describe_validation_error
 from app.db import sqlite_path
 from app.files import prepare_sqlite_database
+from app.logs import configure_logging
 from app.migrate import POSTGRES_MIGRATION_LOCK_KEY, sqlite_migration_lock
 from app.models import Base
+from app.startup import explain_database_error
 
 config = context.config
-if config.config_file_name is not None:  # the alembic command line, not the service
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+# The alembic command line, not the service (which passes its URL in config.attributes):
+# the settings come from the environment, and every mistake is one line, as for the service.
+COMMAND_LINE = config.attributes.get("database_url") is None
 
 target_metadata = Base.metadata
 
 
+def _command_line_settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.exit(f"passgate: invalid configuration: {describe_validation_error(exc)}")
+    configure_logging(settings.log_format, level=settings.log_level)
+    return settings
+
+
 def database_url() -> str:
-    return config.attributes.get("database_url") or Settings().database_url
+    url: str | None = config.attributes.get("database_url")
+    return url if url is not None else _command_line_settings().database_url
 
 
 def run_migrations_offline() -> None:
@@ -65,12 +79,18 @@ async def run_async_migrations(url: str) -> None:
 
 def run_migrations_online() -> None:
     url = database_url()
-    database = sqlite_path(url)
-    if database is not None:
-        # Before the migration's engine creates the database with SQLite's default mode, 0644.
-        prepare_sqlite_database(Path(database))
-    with sqlite_migration_lock(url):
-        asyncio.run(run_async_migrations(url))
+    try:
+        database = sqlite_path(url)
+        if database is not None:
+            # Before the migration's engine creates the database with SQLite's default mode.
+            prepare_sqlite_database(Path(database))
+        with sqlite_migration_lock(url):
+            asyncio.run(run_async_migrations(url))
+    except Exception as exc:
+        message = explain_database_error(exc, url) if COMMAND_LINE else None
+        if message is None:
+            raise
+        sys.exit(f"passgate: {message}")
 
 
 if context.is_offline_mode():

@@ -25,11 +25,10 @@ from app.keys import (
 )
 from app.logs import configure_logging
 from app.metrics import MULTIPROCESS_DIR_VARIABLE, prepare_multiprocess_dir
-from app.migrate import upgrade_blocking, upgrade_to_head
 from app.schemas import Email, Name, NewPassword
 from app.security import Passwords
 from app.services import imports, users
-from app.startup import StartupError, check_database, check_port_free, explain_database_error
+from app.startup import StartupError, check_port_free, prepare_database
 from app.transactions import Transactions
 
 # The audit reason of changes made by an operator's command rather than through the API.
@@ -99,8 +98,7 @@ async def create_admin(
     email = _validated(TypeAdapter(Email), email, "--email")
     if name is not None:
         name = _validated(TypeAdapter(Name), name, "--name")
-    if settings.migrate_on_start:
-        await upgrade_to_head(settings.database_url)
+    await prepare_database(settings)
     engine = make_engine(settings.database_url)
     db = Transactions(engine)
     passwords = Passwords.from_settings(settings)
@@ -155,8 +153,7 @@ async def import_users(
             if flask_tutorial is not None
             else imports.read_json_lines(Path(file or ""))
         )
-        if settings.migrate_on_start:
-            await upgrade_to_head(settings.database_url)
+        await prepare_database(settings)
         engine = make_engine(settings.database_url)
         db = Transactions(engine)
         try:
@@ -216,19 +213,11 @@ def serve(
             raise CommandError(f"invalid configuration: {exc}") from None
     # Before migrating: a second `make run` must not touch the database the first one serves.
     check_port_free(host, port)
+    asyncio.run(prepare_database(settings))
     if settings.migrate_on_start:
-        try:
-            upgrade_blocking(settings.database_url)
-        except Exception as exc:
-            message = explain_database_error(exc, settings.database_url)
-            if message is None:
-                raise
-            raise StartupError(message) from None
         # The schema is at head: the workers, which read the same environment, need not
         # each run Alembic again.
         os.environ["MIGRATE_ON_START"] = "false"
-    elif not settings.is_sqlite:
-        asyncio.run(check_database(settings.database_url, settings.db_connect_timeout_seconds))
     if "public_url" not in settings.model_fields_set and settings.environment != "production":
         # The default names make run's usual address; say the one actually served.
         if host not in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound

@@ -15,6 +15,7 @@ from limits import parse_many
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.files import create_private_file, make_private_dir
 
@@ -245,6 +246,35 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _async_database_url(cls, value: str) -> str:
+        # Checked here, not when the engine is made: a sync or unknown driver otherwise ends
+        # in an import error deep in SQLAlchemy ("No module named 'psycopg2'"). The URL itself
+        # is never echoed: it may hold a password.
+        try:
+            drivername = make_url(value).drivername
+        except ArgumentError:
+            raise ValueError(
+                "is not a database URL; write sqlite+aiosqlite:///./data/app.db or "
+                "postgresql+asyncpg://user:password@host:5432/database"
+            ) from None
+        backend, _, driver = drivername.partition("+")
+        if backend == "sqlite" and driver != "aiosqlite":
+            raise ValueError(
+                f"{drivername}:// is not an async driver; write sqlite+aiosqlite:// instead"
+            )
+        if backend in ("postgresql", "postgres") and driver != "asyncpg":
+            raise ValueError(
+                f"{drivername}:// is not an async driver; write postgresql+asyncpg:// instead"
+            )
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"{drivername}:// is not supported; Passgate runs on SQLite "
+                "(sqlite+aiosqlite://) or PostgreSQL (postgresql+asyncpg://)"
+            )
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
@@ -388,7 +418,10 @@ class Settings(BaseSettings):
             # Under RS256/ES256 the private key file signs tokens instead.
             if self.jwt_algorithm != "HS256":
                 return self
-            raise ValueError("SECRET_KEY is required when ENVIRONMENT=production")
+            raise ValueError(
+                "SECRET_KEY is required when ENVIRONMENT=production; "
+                f"generate one with: {GENERATE_SECRET_COMMAND}"
+            )
         problem = secret_key_problem(self.secret_key.get_secret_value())
         if problem:
             raise ValueError(f"SECRET_KEY {problem}")

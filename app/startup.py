@@ -15,6 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.config import Settings
+from app.migrate import upgrade_to_head
+
 # SQLSTATEs PostgreSQL answers a connection with (asyncpg carries them as `sqlstate`).
 _MISSING_DATABASE = "3D000"
 _UNKNOWN_ROLE = "28000"
@@ -75,6 +78,12 @@ def explain_database_error(exc: BaseException, database_url: str) -> str | None:
                     f"DATABASE_URL: cannot open the SQLite database {url.database} ({error}); "
                     "check that its folder exists and this user may write there"
                 )
+            if isinstance(error, OSError) and error.filename is not None:
+                # Making the folder or the migration lock file beside the database failed.
+                return (
+                    f"DATABASE_URL: cannot create {error.filename} for the SQLite database "
+                    f"({error.strerror}); choose a folder this user may write to"
+                )
         return None
     where = f"{url.host or 'localhost'}:{url.port or 5432}"
     for error in _chain(exc):
@@ -103,8 +112,8 @@ def explain_database_error(exc: BaseException, database_url: str) -> str | None:
             )
         if isinstance(error, TimeoutError | asyncio.TimeoutError):
             return (
-                f"DATABASE_URL: no answer from {where} within DB_CONNECT_TIMEOUT_SECONDS; "
-                "is the host right, and does a firewall let the connection through?"
+                f"DATABASE_URL: no answer as PostgreSQL from {where} within DB_CONNECT_TIMEOUT_SECONDS; "
+                "are the host and port right, and does a firewall let the connection through?"
             )
         if isinstance(error, OSError | ConnectionError) or type(error).__module__.startswith(
             "asyncpg"
@@ -134,3 +143,21 @@ async def check_database(database_url: str, connect_timeout: float) -> None:
         raise StartupError(message) from None
     finally:
         await engine.dispose()
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Reach the database and, with MIGRATE_ON_START, bring its schema to head; or one line.
+
+    PostgreSQL is tried first within DB_CONNECT_TIMEOUT_SECONDS: Alembic's own connection has
+    no deadline, and a URL naming some other server's port would hang there for a minute.
+    """
+    if not settings.is_sqlite:
+        await check_database(settings.database_url, settings.db_connect_timeout_seconds)
+    if settings.migrate_on_start:
+        try:
+            await upgrade_to_head(settings.database_url)
+        except Exception as exc:
+            message = explain_database_error(exc, settings.database_url)
+            if message is None:
+                raise
+            raise StartupError(message) from None
