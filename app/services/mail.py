@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import utcnow
+from app.files import create_private_file, make_private_dir
 from app.metrics import EMAIL_OUTBOX_PENDING, count_email
 from app.models import OneTimeToken, OutboxMail, User, uuid7
 from app.security import hash_refresh_token
@@ -266,12 +267,6 @@ def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -
     return message
 
 
-def _private_folder(path: Path) -> None:
-    """Create the folder (and parents) readable by this user only: the mails hold live links."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
 def _readable(message: EmailMessage) -> EmailMessage:
     """A copy whose text parts are plain 8-bit UTF-8, not quoted-printable.
 
@@ -289,12 +284,18 @@ def _readable(message: EmailMessage) -> EmailMessage:
 
 
 def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
-    """Write the message to `folder` as one .eml file, complete or not at all; its path."""
-    _private_folder(folder)
+    """Write the message to `folder` as one .eml file, complete or not at all; its path.
+
+    The folder (and any parent made for it) is 0700 and the file 0600 whatever the umask
+    (app/files.py): the mails hold live links.
+    """
+    make_private_dir(folder)
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
     path = folder / f"{stamp}-{mail.kind}-{mail.id}.eml"
     draft = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = create_private_file(draft)
+    if fd is None:  # a name with 32 random bits in it: nobody else's
+        raise FileExistsError(draft)
     with os.fdopen(fd, "wb") as file:
         file.write(_readable(message).as_bytes())
         file.flush()
