@@ -22,6 +22,7 @@ audit_logger = logging.getLogger("passgate.audit")
 
 class AuditEvent(StrEnum):
     SIGNUP = "signup"
+    # reason, after a second step: totp or recovery_code.
     LOGIN_SUCCEEDED = "login_succeeded"
     # reason: unknown_email, wrong_password or inactive. The HTTP answer is the same for all
     # three; only this log tells them apart.
@@ -40,6 +41,17 @@ class AuditEvent(StrEnum):
     ADMIN_REVOKED = "admin_revoked"
     # reason: self or admin.
     USER_DELETED = "user_deleted"
+    # The password was right; a second factor is asked for.
+    MFA_REQUIRED = "mfa_required"
+    # reason: wrong_code (TOTP or recovery code, wrong or replayed) or invalid_mfa_token.
+    MFA_FAILED = "mfa_failed"
+    MFA_ENROLMENT_STARTED = "mfa_enrolment_started"
+    MFA_ENABLED = "mfa_enabled"
+    # reason: self or admin.
+    MFA_DISABLED = "mfa_disabled"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    # reason: wrong_password, wrong_code, no_second_factor or nothing_pending.
+    MFA_CHANGE_FAILED = "mfa_change_failed"
     # One session ended by its user (reason: self).
     SESSION_ENDED = "session_ended"
     # reason: self, self_except_current or admin.

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.audit import configure_audit_log
-from app.config import Settings, describe_validation_error
+from app.config import Settings, describe_validation_error, load_or_create_secret_key
 from app.db import (
     PoolSettings,
     is_database_unavailable,
@@ -46,6 +46,7 @@ from app.routers import (
     health,
     introspection,
     metrics,
+    mfa,
     recovery,
     sessions,
     tokens,
@@ -53,7 +54,7 @@ from app.routers import (
     well_known,
 )
 from app.schemas import ValidationErrorOut
-from app.security import AccessTokens, IntrospectionClients, Passwords
+from app.security import AccessTokens, IntrospectionClients, Passwords, TotpSecretBox
 from app.services.mail import Mailer
 from app.services.tokens import purge_expired
 from app.transactions import Transactions
@@ -153,6 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.access_tokens = AccessTokens.from_settings(settings, app.state.token_keys)
     app.state.throttle = Throttle.from_settings(settings)
     app.state.introspection_clients = IntrospectionClients.from_settings(settings)
+    app.state.totp_box = TotpSecretBox(_service_secret(settings))
     log_startup(settings, app.state.token_keys)
     app.state.mailer = Mailer(settings, app.state.transactions)
     app.state.mailer.start()
@@ -171,6 +173,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.transactions.close()
         await app.state.engine.dispose()
         mark_this_process_dead()
+
+
+def _service_secret(settings: Settings) -> str | None:
+    """SECRET_KEY (or the development one on disk), from which TOTP secrets' key is derived.
+
+    None only in production under RS256/ES256 without SECRET_KEY: enrolment is then refused.
+    """
+    try:
+        return load_or_create_secret_key(settings)
+    except RuntimeError:
+        return None
 
 
 async def _oauth_error(request: Request, exc: Exception) -> JSONResponse:
@@ -236,6 +249,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.metrics_token is not None
         else None
     )
+    # What "now" is for /token and the second factor; tests replace it to step through TOTP
+    # time windows and past an mfa_token's lifetime without waiting.
+    app.state.clock = utcnow
     app.add_exception_handler(OAuthError, _oauth_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # The database going away (restart, failover, full pool, stuck query) is a 503 that says
@@ -258,6 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_audit_log(settings.audit_log, settings.log_format)
     app.include_router(users.router)
     app.include_router(sessions.router)
+    app.include_router(mfa.router)
     app.include_router(tokens.router)
     app.include_router(introspection.router)
     app.include_router(well_known.router)

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import NamedTuple
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -202,4 +202,63 @@ class OneTimeToken(Base):
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     # The user's credentials_version when the token was minted: a reset link dies with any
     # later credential change (app/services/credentials.py).
+    credentials_version: Mapped[int] = mapped_column(Integer)
+
+
+class TotpFactor(Base):
+    """A user's TOTP authenticator: pending (for 10 minutes) until a first code confirms it.
+
+    The secret is stored sealed (app.security.TotpSecretBox), never in clear. `last_step` is the
+    newest 30-second step accepted: a code is taken only for a later step, in one conditional
+    UPDATE, so each step is accepted at most once per user (RFC 6238 §5.2).
+    """
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_encrypted: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set while pending: when the enrolment lapses. None once confirmed.
+    pending_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code, stored only as a hash (app.security.hash_recovery_code)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class MfaToken(Base):
+    """The proof of a right password that waits for its second factor at /token.
+
+    Stored as a SHA-256 hash; it lives 5 minutes, is spent by its success, and each attempt
+    takes one of its 5 tries before its code is checked, so parallel guesses cannot exceed 5.
+    """
+
+    __tablename__ = "mfa_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    spent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The user's credentials_version when the password was verified: the session the second
+    # step opens is conditional on it (app/services/credentials.py), so a password change or
+    # deactivation in the meantime voids the token.
     credentials_version: Mapped[int] = mapped_column(Integer)

@@ -35,6 +35,11 @@ SCHEMA_REF = "#/components/schemas/{model}"
 TAGS: list[dict[str, str]] = [
     {"name": "accounts", "description": "Sign up, and manage your own account."},
     {"name": "tokens", "description": "OAuth 2.0: log in, refresh, revoke, log out."},
+    {
+        "name": "second factor",
+        "description": "TOTP authenticator apps and recovery codes; the second step of a "
+        "login is a grant at /token.",
+    },
     {"name": "sessions", "description": "See where you are logged in; end one login or all."},
     {"name": "users", "description": "Look up other users."},
     {
@@ -59,6 +64,10 @@ RATE_LIMITED = frozenset(
         ("post", "/users/me/email"),
         ("post", "/password-reset"),
         ("post", "/email-verification"),
+        ("post", "/users/me/mfa/totp"),
+        ("post", "/users/me/mfa/totp/confirm"),
+        ("delete", "/users/me/mfa/totp"),
+        ("post", "/users/me/mfa/recovery-codes"),
     }
 )
 
@@ -93,6 +102,19 @@ WWW_AUTHENTICATE = {
     "malformed, expired, revoked or otherwise invalid (also the body's `detail`).",
     "required": True,
     "schema": {"type": "string"},
+}
+
+
+# Swagger UI's Authorize dialog speaks the password grant, which cannot do the second step of
+# an account with a second factor. This second scheme, offered beside it, takes an access
+# token obtained otherwise (docs/mfa.md: two "Try it out"s on POST /token), pasted in.
+ACCESS_TOKEN_SCHEME = "AccessToken"  # noqa: S105 - the scheme's name, not a secret
+ACCESS_TOKEN = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "JWT",
+    "description": "An access token from POST /token, pasted in: for accounts with a second "
+    "factor, which the password form above cannot complete.",
 }
 
 
@@ -134,6 +156,7 @@ def complete_document(document: Document) -> Document:
         _document_validation_errors((method, path), responses)
         if operation.get("security"):
             _document_bearer_challenge(responses)
+            operation["security"].append({ACCESS_TOKEN_SCHEME: []})
         if "requestBody" in operation:
             _document_body((method, path), operation["requestBody"], responses, schemas)
         if (method, path) not in NO_DATABASE and "503" not in responses:
@@ -144,6 +167,7 @@ def complete_document(document: Document) -> Document:
             responses["429"] = _response(error_model, "Too many attempts: wait and try again")
             responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
         operation["responses"] = dict(sorted(responses.items()))
+    document["components"].setdefault("securitySchemes", {})[ACCESS_TOKEN_SCHEME] = ACCESS_TOKEN
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return document

@@ -204,6 +204,15 @@ class Throttle:
         """The credentials were right: only failures stay counted against the address."""
         await self._give_back(self.login_limit, (INTROSPECTION_ADDRESS, address))
 
+    async def password_step_passed(self, *, account: str, address: str) -> None:
+        """The password was right but a second factor is due: give back the attempt's units.
+
+        The account's count is not cleared, unlike after a full login: the wrong codes that
+        follow must add up, however often the password step is repeated.
+        """
+        await self._give_back(self.login_limit, (LOGIN_ACCOUNT, account_key(account)))
+        await self._give_back(self.login_limit, (LOGIN_ADDRESS, address))
+
     async def start_signup(self, *, address: str) -> None:
         """Count a signup from this address; Throttled when over the limit."""
         await self._take(self.signup_limit, (SIGNUP_ADDRESS, address))

@@ -290,6 +290,17 @@ class SessionsOut(BaseModel):
     sessions: list[SessionOut] = Field(description="Live sessions, newest first.")
 
 
+MFA_OTP_GRANT = "urn:passgate:params:oauth:grant-type:mfa-otp"
+MFA_RECOVERY_CODE_GRANT = "urn:passgate:params:oauth:grant-type:mfa-recovery-code"
+GRANT_TYPES = ["password", "refresh_token", MFA_OTP_GRANT, MFA_RECOVERY_CODE_GRANT]
+
+CurrentPassword = Annotated[str, StringConstraints(max_length=1024)]
+# A TOTP code (6 digits, spaces allowed) or a recovery code (hyphens and spaces allowed).
+Code = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(reject_unstorable)
+]
+
+
 class TokenRequest(BaseModel):
     """The form of POST /token (RFC 6749 §4.3.2 and §6), for the OpenAPI document.
 
@@ -298,9 +309,11 @@ class TokenRequest(BaseModel):
 
     grant_type: str | None = Field(
         None,
-        description="`password` or `refresh_token`.",
+        description="`password` or `refresh_token`; after a `mfa_required` answer, "
+        f"`{MFA_OTP_GRANT}` (with `mfa_token` and `otp`) or `{MFA_RECOVERY_CODE_GRANT}` "
+        "(with `mfa_token` and `recovery_code`).",
         examples=["password"],
-        json_schema_extra={"enum": ["password", "refresh_token"]},
+        json_schema_extra={"enum": GRANT_TYPES},
     )
     username: str | None = Field(
         None, description="Your email, for the password grant.", examples=["ada@example.com"]
@@ -313,6 +326,17 @@ class TokenRequest(BaseModel):
     )
     refresh_token: str | None = Field(None, description="For the refresh_token grant.")
     scope: str | None = Field(None, description="Ignored: tokens carry no scopes.")
+    mfa_token: str | None = Field(
+        None, description="For the MFA grants: the `mfa_token` of the `mfa_required` answer."
+    )
+    otp: str | None = Field(
+        None, description=f"For `{MFA_OTP_GRANT}`: the 6-digit code of your authenticator app."
+    )
+    recovery_code: str | None = Field(
+        None,
+        description=f"For `{MFA_RECOVERY_CODE_GRANT}`: one of your recovery codes "
+        "(case, spaces and hyphens do not matter).",
+    )
 
 
 class RevokeRequest(BaseModel):
@@ -378,6 +402,71 @@ class TokenResponse(BaseModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the RFC 6749 token type, not a secret
     expires_in: int = Field(description="Seconds until the access token expires.")
     refresh_token: str
+
+
+class MfaRequiredOut(BaseModel):
+    """The password was right, and the account has a second factor: no tokens yet.
+
+    Post the `mfa_token` back to /token with a code, within 5 minutes, with one of the
+    `mfa_methods`' grants.
+    """
+
+    error: Literal["mfa_required"]
+    error_description: str
+    mfa_token: str = Field(description="Spent by its success; dies after 5 wrong codes.")
+    mfa_methods: list[Literal["totp", "recovery_code"]]
+
+
+class MfaStatusOut(BaseModel):
+    totp_enabled: bool
+    recovery_codes_left: int
+
+
+class TotpEnrolmentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"current_password": "analytical-engine-1843"}]},
+    )
+
+    current_password: CurrentPassword = Field(json_schema_extra={"format": "password"})
+
+
+class TotpEnrolmentOut(BaseModel):
+    """A pending TOTP secret: add it to an authenticator app, then confirm it with a code."""
+
+    secret: str = Field(description="The secret in base32 (160 bits), to type in by hand.")
+    otpauth_uri: str = Field(description="The secret as an otpauth:// URI, what the QR code holds.")
+    qr_svg: str = Field(description="A QR code of `otpauth_uri`, an SVG document for an <img>.")
+
+
+class TotpConfirmation(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"code": "123456"}]})
+
+    code: Code = Field(description="The authenticator app's current 6-digit code.")
+
+
+class SecondFactorProof(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"current_password": "analytical-engine-1843", "code": "123456"},
+                {
+                    "current_password": "analytical-engine-1843",
+                    "code": "abcd-efgh-ijkl-mnop-qrst-uvwx",
+                },
+            ]
+        },
+    )
+
+    current_password: CurrentPassword = Field(json_schema_extra={"format": "password"})
+    code: Code = Field(description="A code from the authenticator app, or an unused recovery code.")
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str] = Field(
+        description="Ten single-use codes, shown only now: keep them somewhere safe."
+    )
 
 
 class OAuthErrorOut(BaseModel):

@@ -1,5 +1,7 @@
 """Passwords (hashed off the event loop), access tokens (JWT) and refresh-token secrets.
 
+Also the second factor's primitives: TOTP codes, the sealing of TOTP secrets, recovery codes.
+
 The only module that imports passlib and python-jose: replacing either touches this file alone.
 """
 
@@ -25,11 +27,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jose import jwk, jwt
 from jose.exceptions import ExpiredSignatureError, JWKError, JWTError
 from passlib.context import CryptContext
+from passlib.exc import TokenError
+from passlib.totp import TOTP
 
 from app.config import Settings
 from app.hash_formats import UnacceptableHash, identify, verify_werkzeug
@@ -642,4 +650,132 @@ def new_refresh_token() -> str:
 
 
 def hash_refresh_token(token: str) -> str:
+    return hash_opaque_token(token)
+
+
+def hash_opaque_token(token: str) -> str:
+    """SHA-256 of a token of 256 random bits: a fast hash suffices, and a leak yields nothing."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# Second factor (RFC 6238 TOTP and recovery codes).
+#
+# passlib.totp (from libpass, already our password hasher) rather than pyotp: no new runtime
+# dependency, and its match() checks exactly the counters of a window in constant time per
+# candidate and reports which counter matched, which replay protection needs. The tests
+# compute codes with pyotp, an independent implementation.
+
+TOTP_SECRET_BYTES = 20  # 160 bits, RFC 4226 §4's recommended length, as API.md requires
+TOTP_PERIOD_SECONDS = 30
+TOTP_DIGITS = 6
+TOTP_ISSUER = "Passgate"
+RECOVERY_CODE_COUNT = 10
+RECOVERY_CODE_BYTES = 15  # 120 bits each, 24 base32 letters
+MFA_TOKEN_BYTES = 32
+# HKDF's `info`: the key that encrypts TOTP secrets is used for nothing else.
+_TOTP_KEY_INFO = b"passgate totp secret encryption v1"
+_ENCRYPTED_PREFIX = "v1:"
+
+
+def new_totp_secret() -> bytes:
+    return secrets.token_bytes(TOTP_SECRET_BYTES)
+
+
+def totp_secret_base32(secret: bytes) -> str:
+    return base64.b32encode(secret).decode("ascii")
+
+
+def totp_uri(secret: bytes, *, account: str) -> str:
+    """The otpauth:// URI authenticator apps read (Google's Key Uri Format), as API.md spells it."""
+    label = quote(f"{TOTP_ISSUER}:{account}", safe="@:")
+    return (
+        f"otpauth://totp/{label}?secret={totp_secret_base32(secret)}&issuer={TOTP_ISSUER}"
+        f"&algorithm=SHA1&digits={TOTP_DIGITS}&period={TOTP_PERIOD_SECONDS}"
+    )
+
+
+def totp_step(now: dt.datetime) -> int:
+    return int(now.timestamp()) // TOTP_PERIOD_SECONDS
+
+
+def match_totp(secret: bytes, code: str, *, now: dt.datetime) -> int | None:
+    """The time step a code belongs to if it is right now, one step early or one late; else None.
+
+    Whether that step was already used is for the caller's conditional UPDATE to decide.
+    """
+    totp = TOTP(key=secret, format="raw", digits=TOTP_DIGITS, period=TOTP_PERIOD_SECONDS)
+    try:
+        # window=period: counters from one step before to one step after, no further.
+        matched = totp.match(code, time=now.timestamp(), window=TOTP_PERIOD_SECONDS)
+    except TokenError:
+        return None
+    return int(matched.counter)
+
+
+class TotpSecretBox:
+    """Encrypts TOTP secrets at rest with AES-256-GCM under a key derived from SECRET_KEY.
+
+    A database dump alone yields no secret. The user's id is the associated data, so a
+    ciphertext moved to another user's row does not decrypt.
+    """
+
+    def __init__(self, service_secret: str | None) -> None:
+        self._aead: AESGCM | None = None
+        if service_secret is not None:
+            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_TOTP_KEY_INFO).derive(
+                service_secret.encode("utf-8")
+            )
+            self._aead = AESGCM(key)
+
+    @property
+    def available(self) -> bool:
+        """False where no SECRET_KEY is configured (RS256/ES256 in production without one)."""
+        return self._aead is not None
+
+    def _cipher(self) -> AESGCM:
+        if self._aead is None:
+            raise SecondFactorUnavailable
+        return self._aead
+
+    def encrypt(self, secret: bytes, *, user_id: uuid.UUID) -> str:
+        nonce = os.urandom(12)
+        sealed = self._cipher().encrypt(nonce, secret, user_id.bytes)
+        return _ENCRYPTED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def decrypt(self, stored: str, *, user_id: uuid.UUID) -> bytes:
+        """The secret; SecondFactorUnavailable if it cannot be read (another SECRET_KEY)."""
+        if not stored.startswith(_ENCRYPTED_PREFIX):
+            raise SecondFactorUnavailable
+        try:
+            raw = base64.urlsafe_b64decode(stored[len(_ENCRYPTED_PREFIX) :])
+            return self._cipher().decrypt(raw[:12], raw[12:], user_id.bytes)
+        except (InvalidTag, binascii.Error, ValueError):
+            raise SecondFactorUnavailable from None
+
+
+class SecondFactorUnavailable(Exception):
+    """TOTP secrets cannot be sealed or opened: no SECRET_KEY, or not the one that sealed them."""
+
+
+def new_recovery_codes() -> list[str]:
+    """Ten codes of 120 random bits, as lower-case base32 in groups of four: `abcd-efgh-...`."""
+    codes = []
+    for _ in range(RECOVERY_CODE_COUNT):
+        text = base64.b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
+        codes.append("-".join(text[i : i + 4] for i in range(0, len(text), 4)))
+    return codes
+
+
+def hash_recovery_code(code: str, *, user_id: uuid.UUID) -> str:
+    """The stored form of a recovery code, ignoring case, spaces and hyphens.
+
+    SHA-256 suffices for 120 random bits. Unkeyed on purpose: recovery codes must still work
+    after SECRET_KEY is replaced, when TOTP secrets can no longer be decrypted. The user's id
+    is mixed in so that equal codes of two users (never expected) could not be told apart.
+    """
+    normalized = "".join(code.split()).replace("-", "").lower()
+    return hashlib.sha256(user_id.bytes + normalized.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_mfa_token() -> str:
+    return secrets.token_urlsafe(MFA_TOKEN_BYTES)

@@ -9,11 +9,13 @@ Chromium and Playwright as tests/browser.py describes; without them the tests sk
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
+import pyotp
 import pytest
 
 from tests import browser
@@ -59,10 +61,10 @@ def test_swagger_ui_signs_in_through_authorize_and_tries_out_users_me(
     dialog.locator("#oauth_username").fill(email)
     dialog.locator("#oauth_password").fill(DEFAULT_PASSWORD)
     with page.expect_response(lambda response: response.url.endswith("/token")) as token:
-        dialog.locator("button.authorize").click()
+        dialog.get_by_role("button", name="Apply given OAuth2 credentials").click()
     assert token.value.status == 200
     sync_api.expect(dialog.get_by_role("button", name="Remove authorization")).to_be_visible()
-    dialog.get_by_role("button", name="Close").click()
+    dialog.get_by_role("button", name="Close").first.click()
 
     # Try it out on GET /users/me, which needs the bearer token Authorize obtained.
     operation = page.locator("#operations-accounts-read_me")
@@ -98,3 +100,53 @@ def test_swagger_ui_signs_in_through_authorize_and_tries_out_users_me(
             full_page=True,
             clip={"x": 0, "y": 0, "width": 1280, "height": box["y"] + box["height"] + 16},
         )
+
+
+def test_an_account_with_a_second_factor_pastes_its_access_token_into_authorize(
+    base_url: str, browser_context: sync_api.BrowserContext
+) -> None:
+    """docs/mfa.md: the password form cannot do the second step; the AccessToken box can."""
+    email = _sign_up(base_url)
+    with httpx.Client(base_url=base_url, trust_env=False) as client:
+        first = client.post(
+            "/token",
+            data={"grant_type": "password", "username": email, "password": DEFAULT_PASSWORD},
+        ).json()
+        headers = {"Authorization": f"Bearer {first['access_token']}"}
+        secret = client.post(
+            "/users/me/mfa/totp", json={"current_password": DEFAULT_PASSWORD}, headers=headers
+        ).json()["secret"]
+        client.post(
+            "/users/me/mfa/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=headers
+        )
+        challenge = client.post(
+            "/token",
+            data={"grant_type": "password", "username": email, "password": DEFAULT_PASSWORD},
+        ).json()
+        assert challenge["error"] == "mfa_required"
+        tokens = client.post(
+            "/token",
+            data={
+                "grant_type": "urn:passgate:params:oauth:grant-type:mfa-otp",
+                "mfa_token": challenge["mfa_token"],
+                "otp": pyotp.TOTP(secret).at(time.time() + 30),
+            },
+        ).json()
+    page = browser_context.new_page()
+    page.goto(f"{base_url}/docs")
+    sync_api.expect(page.locator("#operations-accounts-read_me")).to_be_visible()
+
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".modal-ux")
+    box = dialog.locator(".auth-container").filter(has_text="AccessToken")
+    box.locator("input").fill(tokens["access_token"])
+    box.get_by_role("button", name="Apply credentials").click()
+    dialog.get_by_role("button", name="Close").first.click()
+
+    operation = page.locator("#operations-accounts-read_me")
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.try-out__btn").click()
+    with page.expect_response(lambda response: response.url.endswith("/users/me")) as me:
+        operation.locator("button.execute").click()
+    assert me.value.status == 200
+    assert me.value.request.header_value("authorization") == f"Bearer {tokens['access_token']}"

@@ -18,10 +18,34 @@ EXPECTED_STATUSES: dict[tuple[str, str], set[str]] = {
     ("get", "/users/{user_id}"): {"200", "401", "404", "422", "503"},
     ("patch", "/users/{user_id}"): {"200", "400", "401", "403", "404", "413", "422", "503"},
     ("delete", "/users/{user_id}"): {"204", "401", "403", "404", "422", "503"},
-    ("post", "/token"): {"200", "400", "413", "429", "503"},
+    ("post", "/token"): {"200", "400", "403", "413", "429", "503"},
     ("post", "/revoke"): {"200", "400", "413", "503"},
     ("post", "/logout"): {"204", "401", "503"},
     ("get", "/users/me/sessions"): {"200", "401", "503"},
+    ("get", "/users/me/mfa"): {"200", "401", "503"},
+    ("post", "/users/me/mfa/totp"): {"201", "400", "401", "409", "413", "422", "429", "503"},
+    ("delete", "/users/me/mfa/totp"): {"204", "400", "401", "413", "422", "429", "503"},
+    ("post", "/users/me/mfa/totp/confirm"): {
+        "200",
+        "400",
+        "401",
+        "409",
+        "413",
+        "422",
+        "429",
+        "503",
+    },
+    ("post", "/users/me/mfa/recovery-codes"): {
+        "200",
+        "400",
+        "401",
+        "409",
+        "413",
+        "422",
+        "429",
+        "503",
+    },
+    ("delete", "/users/{user_id}/mfa"): {"204", "401", "403", "404", "422", "503"},
     ("delete", "/users/me/sessions"): {"204", "401", "422", "503"},
     ("delete", "/users/me/sessions/{session_id}"): {"204", "401", "404", "422", "503"},
     ("get", "/users/{user_id}/sessions"): {"200", "401", "403", "404", "422", "503"},
@@ -80,17 +104,25 @@ async def test_every_operation_lists_exactly_the_status_codes_it_can_answer(docu
     assert documented == EXPECTED_STATUSES
 
 
-async def test_the_bearer_scheme_is_on_exactly_the_protected_operations(document):
+async def test_the_bearer_schemes_are_on_exactly_the_protected_operations(document):
     schemes = document["components"]["securitySchemes"]
-    [(name, scheme)] = schemes.items()
-    assert scheme["type"] == "oauth2"
-    assert scheme["flows"]["password"]["tokenUrl"] == "token"
+    password_flow = schemes["OAuth2PasswordBearer"]
+    assert password_flow["type"] == "oauth2"
+    assert password_flow["flows"]["password"]["tokenUrl"] == "token"
+    # For accounts with a second factor, which the password flow's dialog cannot complete.
+    assert schemes["AccessToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schemes["AccessToken"]["description"],
+    }
+    assert set(schemes) == {"OAuth2PasswordBearer", "AccessToken"}
 
     for key, operation in operations(document).items():
         if key in PUBLIC:
             assert not operation.get("security"), key
         else:
-            assert operation["security"] == [{name: []}], key
+            assert operation["security"] == [{"OAuth2PasswordBearer": []}, {"AccessToken": []}], key
 
 
 async def test_protected_operations_document_401_with_the_bearer_challenge(document):
@@ -118,6 +150,8 @@ async def test_every_other_error_uses_the_detail_shape(document):
     oauth_shaped.add(("post", "/introspect", "401"))  # RFC 6749 §5.2's invalid_client
     for key, operation in operations(document).items():
         for status, response in operation["responses"].items():
+            if (*key, status) == ("post", "/token", "403"):
+                continue  # mfa_required: test_token_documents_the_mfa_required_answer
             if status in {"400", "401", "403", "404", "409", "413", "429"}:
                 expected = "OAuthErrorOut" if (*key, status) in oauth_shaped else "ErrorOut"
                 assert schema_ref(response) == expected, (key, status)
@@ -155,6 +189,10 @@ async def test_rate_limited_operations_document_429_with_retry_after(document):
         ("post", "/users/me/email"),
         ("post", "/password-reset"),
         ("post", "/email-verification"),
+        ("post", "/users/me/mfa/totp"),
+        ("post", "/users/me/mfa/totp/confirm"),
+        ("delete", "/users/me/mfa/totp"),
+        ("post", "/users/me/mfa/recovery-codes"),
     }
     for key, operation in operations(document).items():
         responses = operation["responses"]
@@ -178,6 +216,10 @@ async def test_every_request_body_documents_413_and_offers_examples(document):
         ("post", "/password-reset/confirm"),
         ("post", "/email-verification"),
         ("post", "/email-verification/confirm"),
+        ("post", "/users/me/mfa/totp"),
+        ("post", "/users/me/mfa/totp/confirm"),
+        ("delete", "/users/me/mfa/totp"),
+        ("post", "/users/me/mfa/recovery-codes"),
     }
     for key in with_body:
         operation = operations(document)[key]
@@ -225,6 +267,8 @@ async def test_token_forms_mark_the_fields_a_client_must_send_and_never_offer_nu
     assert schemas[forms["post", "/token"]]["properties"]["grant_type"]["enum"] == [
         "password",
         "refresh_token",
+        "urn:passgate:params:oauth:grant-type:mfa-otp",
+        "urn:passgate:params:oauth:grant-type:mfa-recovery-code",
     ]
     assert schemas[forms["post", "/revoke"]]["required"] == ["token"]
     for name in forms.values():
@@ -246,3 +290,17 @@ async def test_database_outages_are_documented_as_503_with_retry_after(document)
         assert unavailable["headers"]["Retry-After"]["required"] is True, key
     ready = operations(document)[("get", "/health/ready")]["responses"]["503"]
     assert schema_ref(ready) == "HealthOut"
+
+
+async def test_token_documents_the_mfa_required_answer_and_the_mfa_grants_fields(document):
+    token = operations(document)[("post", "/token")]
+    mfa_required = token["responses"]["403"]
+    assert schema_ref(mfa_required) == "MfaRequiredOut"
+    assert "mfa_required" in mfa_required["description"]
+    schemas = document["components"]["schemas"]
+    answer = schemas["MfaRequiredOut"]
+    assert set(answer["required"]) == {"error", "error_description", "mfa_token", "mfa_methods"}
+    assert answer["properties"]["error"]["const"] == "mfa_required"
+    form = schemas["TokenRequest"]["properties"]
+    assert {"mfa_token", "otp", "recovery_code"} <= set(form)
+    assert "mfa-otp" in form["grant_type"]["description"]

@@ -94,6 +94,17 @@ _REVOKE_USER_FAMILIES = Prepared(
     .values(revoked_at=bindparam("now"))
 )
 
+# The same, sparing the session that asked for the change (enrolling a second factor).
+_REVOKE_OTHER_FAMILIES = Prepared(
+    update(TokenFamily)
+    .where(
+        TokenFamily.user_id == bindparam("of_user_id"),
+        TokenFamily.revoked_at.is_(None),
+        TokenFamily.id != bindparam("keep_family_id"),
+    )
+    .values(revoked_at=bindparam("now"))
+)
+
 _STORE_REHASH = Prepared(
     update(User)
     .where(
@@ -126,9 +137,13 @@ def change_credentials(
     verified_version: int | None,
     values: dict[str, Any],
     now: dt.datetime,
+    keep_family: uuid.UUID | None = None,
 ) -> bool:
     """Set `values`, move the stamp on and end every login of the user, if the stamp is still
-    `verified_version` (None: whatever it is). False, and nothing written, otherwise."""
+    `verified_version` (None: whatever it is). False, and nothing written, otherwise.
+
+    `keep_family`: a login that goes on, the one that made the change (second-factor
+    enrolment ends every *other* session)."""
     if not set(values) <= set(CHANGEABLE):
         raise ValueError(f"not a credential: {sorted(set(values) - set(CHANGEABLE))}")
     changed = statements.execute(
@@ -142,7 +157,13 @@ def change_credentials(
     if changed.rowcount != 1:
         return False
     # After the users row is locked by the UPDATE above: see the module docstring.
-    statements.execute(_REVOKE_USER_FAMILIES, {"of_user_id": user_id, "now": now})
+    if keep_family is None:
+        statements.execute(_REVOKE_USER_FAMILIES, {"of_user_id": user_id, "now": now})
+    else:
+        statements.execute(
+            _REVOKE_OTHER_FAMILIES,
+            {"of_user_id": user_id, "keep_family_id": keep_family, "now": now},
+        )
     return True
 
 

@@ -12,7 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidCredentials, InvalidRefreshToken
 from app.lookups import TokenUserLookup
-from app.models import OneTimeToken, OutboxMail, RefreshToken, TokenFamily, User
+from app.models import (
+    MfaToken,
+    OneTimeToken,
+    OutboxMail,
+    RefreshToken,
+    TokenFamily,
+    TotpFactor,
+    User,
+)
 from app.security import AccessTokens, InvalidToken, hash_refresh_token, new_refresh_token
 from app.services import credentials
 from app.transactions import Prepared, Statements, Transactions
@@ -411,8 +419,20 @@ async def purge_expired(session: AsyncSession, *, now: dt.datetime) -> int:
             or_(OutboxMail.sent_at <= now - OUTBOX_KEEP, OutboxMail.failed_at <= now - OUTBOX_KEEP)
         )
     )
+    # Second steps never completed, and enrolments never confirmed.
+    challenges = await session.execute(delete(MfaToken).where(MfaToken.expires_at <= now))
+    pending = await session.execute(
+        delete(TotpFactor).where(TotpFactor.confirmed_at.is_(None), TotpFactor.pending_until <= now)
+    )
     await session.commit()
-    return tokens.rowcount + families.rowcount + one_time.rowcount + mails.rowcount
+    return (
+        tokens.rowcount
+        + families.rowcount
+        + one_time.rowcount
+        + mails.rowcount
+        + challenges.rowcount
+        + pending.rowcount
+    )
 
 
 async def introspect_token(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from app.errors import (
     UserNotFound,
     WrongPassword,
 )
-from app.models import USER_COLUMNS, Account, OneTimeToken, TokenFamily, User, uuid7
+from app.models import USER_COLUMNS, Account, OneTimeToken, TokenFamily, TotpFactor, User, uuid7
 from app.security import Passwords
 from app.services import credentials
 from app.services.mail import INSERT_MAIL, MailKind, mail_row
@@ -34,6 +34,16 @@ from app.transactions import Prepared, Statements, Transactions
 
 USER_BY_EMAIL = Prepared(
     select(*USER_COLUMNS).where(User.email_normalized == bindparam("email")), row_type=Account
+)
+# The login's one read: the user, and whether a second factor stands between the password and
+# a session (an EXISTS on the factor's primary key: a password-only login pays nothing more).
+LOGIN_BY_EMAIL = Prepared(
+    select(
+        *USER_COLUMNS,
+        exists()
+        .where(TotpFactor.user_id == User.id, TotpFactor.confirmed_at.is_not(None))
+        .label("second_factor"),
+    ).where(User.email_normalized == bindparam("email"))
 )
 INSERT_USER = Prepared.insert(User.__table__)
 USER_BY_ID = Prepared(select(*USER_COLUMNS).where(User.id == bindparam("id")), row_type=Account)
@@ -119,6 +129,7 @@ class VerifiedLogin:
 
     account: Account  # the snapshot the password was verified against
     rehash: str | None  # a hash of the same password with today's parameters, to store
+    second_factor: bool  # a TOTP factor is on: no session before the second step
 
 
 async def authenticate(
@@ -135,7 +146,16 @@ async def authenticate(
     verified in every case. No connection is held during the hash, so what this returns is a
     snapshot: open the session with `tokens.start_login`, which is conditional on it.
     """
-    row = await get_user_by_email(db, email)
+    params = {"email": lookup_key(email)}
+
+    def find(statements: Statements) -> tuple[Account, bool] | None:
+        found = statements.execute(LOGIN_BY_EMAIL, params).one_or_none()
+        if found is None:
+            return None
+        return Account(*found[:-1]), bool(found.second_factor)
+
+    found = await db.read(find)
+    row, second_factor = found if found is not None else (None, False)
     matches, new_hash = await passwords.verify_and_update(
         password, row.password_hash if row is not None else None
     )
@@ -148,7 +168,7 @@ async def authenticate(
     if require_verified and not row.email_verified:
         # Only now, with the password known to be right: a wrong one keeps the generic answer.
         raise EmailNotVerified(row.id)
-    return VerifiedLogin(account=row, rehash=new_hash)
+    return VerifiedLogin(account=row, rehash=new_hash, second_factor=second_factor)
 
 
 async def list_users(
