@@ -51,6 +51,8 @@ LOGIN_RESULTS: tuple[LoginResult, ...] = (
     "unverified",
 )
 REFRESH_RESULTS: tuple[RefreshResult, ...] = ("success", "invalid", "reuse_detected")
+MFA_METHODS: tuple[MfaMethod, ...] = ("totp", "recovery_code")
+MFA_RESULTS: tuple[MfaResult, ...] = ("success", "invalid", "throttled")
 
 LOGIN_ATTEMPTS = Counter(
     "passgate_login_attempts",
@@ -112,6 +114,11 @@ HTTP_REQUEST_SECONDS = Histogram(
 # the children are kept, so counting skips the label lookup (and its lock).
 _LOGINS = {result: LOGIN_ATTEMPTS.labels(result=result) for result in LOGIN_RESULTS}
 _REFRESHES = {result: TOKEN_REFRESHES.labels(result=result) for result in REFRESH_RESULTS}
+_MFA = {
+    (method, result): MFA_VERIFICATIONS.labels(method=method, result=result)
+    for method in MFA_METHODS
+    for result in MFA_RESULTS
+}
 
 # A client picks the method: anything outside these counts as "other", not as a new series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -128,7 +135,7 @@ def count_refresh(result: RefreshResult) -> None:
 
 
 def count_mfa_verification(method: MfaMethod, result: MfaResult) -> None:
-    MFA_VERIFICATIONS.labels(method=method, result=result).inc()
+    _MFA[method, result].inc()
 
 
 def count_email(kind: str, result: EmailResult) -> None:

@@ -121,6 +121,10 @@ async def test_the_scrape_is_prometheus_text_with_every_series_api_md_lists(clie
     scraped = samples(response.text)
     for result in ("success", "invalid_credentials", "throttled", "mfa_required", "unverified"):
         assert ("passgate_login_attempts_total", frozenset({("result", result)})) in scraped
+    for method in ("totp", "recovery_code"):
+        for result in ("success", "invalid", "throttled"):
+            labels = frozenset({("method", method), ("result", result)})
+            assert ("passgate_mfa_verifications_total", labels) in scraped
 
 
 async def test_logins_refreshes_and_signups_are_counted_by_outcome(client):
