@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -260,6 +262,39 @@ class UserPage(BaseModel):
 
 def _iso_utc(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def user_page_json(
+    users: Iterable[tuple[uuid.UUID, str, str, bool, bool, bool, dt.datetime]],
+    next_cursor: str | None,
+) -> bytes:
+    """The JSON of a `UserPage`, built straight from row tuples in `UserOut`'s field order.
+
+    Validating 50 `UserOut`s and serialising them cost more server CPU than the rest of a
+    `GET /users`; the rows come from our own database, in the column types' own conversions,
+    so there is nothing to validate. The bytes are the ones FastAPI renders for the model
+    (tests/test_users.py compares them), so the two can never drift apart.
+    """
+    return _encode_json(
+        {
+            "users": [
+                {
+                    "id": str(id_),
+                    "name": name,
+                    "email": email,
+                    "email_verified": email_verified,
+                    "is_active": is_active,
+                    "is_admin": is_admin,
+                    "created_at": _iso_utc(created_at),
+                }
+                for id_, name, email, email_verified, is_active, is_admin, created_at in users
+            ],
+            "next_cursor": next_cursor,
+        }
+    ).encode()
 
 
 class SessionOut(BaseModel):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import uuid
 
 import pytest
+from fastapi.responses import JSONResponse
 
+from app.schemas import UserOut, UserPage, user_page_json
+from app.services.users import UserRow
 from tests.conftest import bearer, new_user, signup
 
 
@@ -153,3 +158,73 @@ async def test_bad_paging_parameters_are_422(client, params):
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][0] == "query"
+
+
+# GET /users builds its JSON from row tuples instead of validating a UserOut per row: these pin
+# that body to what FastAPI renders for the documented models, so the two can never drift.
+TRICKY_NAMES = [
+    "Ada Lovelace",
+    "Zoë Ñúñez-Øre",
+    "李小龍",
+    "emoji 🦊 and ZWJ 👩‍💻",
+    'quote " backslash \\ slash /',
+    "line\u2028separator and \u00a0nbsp",
+    "control \x01\x1f\x7f",
+    "<script>&amp;</script>",
+]
+
+
+def test_the_page_fields_are_user_outs_fields():
+    assert UserRow._fields == tuple(UserOut.model_fields)
+
+
+@pytest.mark.parametrize("next_cursor", [None, "AZLq7x2ScsG9pY7bQw0e1A"])
+def test_the_fast_page_body_is_what_fastapi_renders_for_user_page(next_cursor):
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    times = [
+        dt.datetime(2026, 12, 1, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 2, 0, 0, 0, 0, tzinfo=dt.UTC),  # no fraction: isoformat drops it
+        dt.datetime(2026, 12, 2, 1, 30, 0, 1, tzinfo=plus_two),  # another zone: shown in UTC
+        dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+    ]
+    rows = [
+        UserRow(
+            id=uuid.uuid4(),
+            name=name,
+            email=f"u{index}@exämple.com",
+            email_verified=index % 2 == 0,
+            is_active=index % 3 != 0,
+            is_admin=index == 1,
+            created_at=times[index % len(times)],
+        )
+        for index, name in enumerate(TRICKY_NAMES)
+    ]
+    model = UserPage(
+        users=[UserOut.model_validate(row._asdict()) for row in rows], next_cursor=next_cursor
+    )
+
+    body = user_page_json(rows, next_cursor)
+
+    # Byte for byte what FastAPI sends for a route returning the model: Pydantic's own JSON
+    # (its fast path), and json.dumps of the model's dump (JSONResponse, its other path).
+    assert body == model.model_dump_json().encode()
+    assert body == JSONResponse(model.model_dump(mode="json")).body
+    assert json.loads(body)["users"][2]["created_at"] == "2026-12-01T23:30:00.000001Z"
+
+
+async def test_the_page_shows_each_user_as_get_user_by_id_does(client):
+    caller = await new_user(client)
+    for index, name in enumerate(TRICKY_NAMES[1:4]):
+        response = await signup(client, email=f"user{index}@example.com", name=name)
+        assert response.status_code == 201, response.text
+    headers = bearer(caller["access_token"])
+
+    response = await client.get("/users", headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    page = response.json()
+    assert len(page["users"]) == 4 and page["next_cursor"] is None
+    for shown in page["users"]:
+        one = await client.get(f"/users/{shown['id']}", headers=headers)
+        assert shown == one.json()

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
@@ -171,22 +170,58 @@ async def authenticate(
     return VerifiedLogin(account=row, rehash=new_hash, second_factor=second_factor)
 
 
+class UserRow(NamedTuple):
+    """What GET /users shows of a user: UserOut's fields, in its order."""
+
+    id: uuid.UUID
+    name: str
+    email: str
+    email_verified: bool
+    is_active: bool
+    is_admin: bool
+    created_at: dt.datetime
+
+
+_PAGE_COLUMNS = tuple(User.__table__.columns[field] for field in UserRow._fields)
+# One page plus one row, to know whether another page follows. The first page and the pages
+# after a cursor are two statements, so that each is compiled once and stays an index range scan.
+FIRST_PAGE = Prepared(
+    select(*_PAGE_COLUMNS).order_by(User.id).limit(bindparam("limit")), row_type=UserRow
+)
+PAGE_AFTER = Prepared(
+    select(*_PAGE_COLUMNS)
+    .where(User.id > bindparam("after"))
+    .order_by(User.id)
+    .limit(bindparam("limit")),
+    row_type=UserRow,
+)
+
+
 async def list_users(
-    session: AsyncSession, *, limit: int, after: uuid.UUID | None
-) -> tuple[Sequence[User], uuid.UUID | None]:
+    db: Transactions, *, limit: int, after: uuid.UUID | None
+) -> tuple[list[UserRow], uuid.UUID | None]:
     """One page, oldest first, and the id to continue after (None on the last page).
 
     Keyset pagination on the time-ordered primary key: every page is an index range scan, so
-    page 10,000 costs what page 1 costs, and rows inserted meanwhile never shift a page.
+    page 10,000 costs what page 1 costs, and rows inserted meanwhile never shift a page. One
+    prepared statement on the reading connection: through the ORM session the 50 objects of a
+    page cost more CPU than everything else in the request.
     """
-    query = select(User).order_by(User.id).limit(limit + 1)
-    if after is not None:
-        query = query.where(User.id > after)
-    users = (await session.scalars(query)).all()
-    await session.commit()
-    if len(users) > limit:
-        return users[:limit], users[limit - 1].id
-    return users, None
+    if after is None:
+        params: dict[str, Any] = {"limit": limit + 1}
+        prepared = FIRST_PAGE
+    else:
+        params = {"limit": limit + 1, "after": after}
+        prepared = PAGE_AFTER
+
+    def read_page(statements: Statements) -> list[UserRow]:
+        rows: list[UserRow] = statements.execute(prepared, params).rows
+        return rows
+
+    rows = await db.read(read_page)
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
 
 
 async def change_password(
