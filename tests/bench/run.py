@@ -15,7 +15,9 @@ Environment:
     BENCH_RUNS           rounds (default 5)
     BENCH_DURATION       seconds per wrk run (default 5)
     BENCH_WORKERS        uvicorn workers for all three apps (default 1)
-    BENCH_WRK_THREADS    wrk threads per wrk process (default 1)
+    BENCH_WRK_THREADS    wrk threads per wrk process (default 2, as the independent harness:
+                         one thread saturates on W1 and inflates W1's own p99, the baseline
+                         of W5's ratio; the load generator's CPU is printed beside it)
     BENCH_USERS          users seeded for W2 (default 100000)
     BENCH_README         README to update (default README.md; "" to leave it alone)
 """
@@ -28,6 +30,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import statistics
@@ -75,7 +78,7 @@ def env_int(name: str, default: int) -> int:
 RUNS = env_int("BENCH_RUNS", 5)
 DURATION = env_int("BENCH_DURATION", 5)
 WORKERS = env_int("BENCH_WORKERS", 1)
-WRK_THREADS = env_int("BENCH_WRK_THREADS", 1)
+WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 SEED_USERS = env_int("BENCH_USERS", 100_000)
 DEEP_PAGE_AT = int(SEED_USERS * 0.9)
 
@@ -113,10 +116,18 @@ class WrkRun:
     latency_p50_ms: float
     latency_p99_ms: float
     latency_mean_ms: float
+    # CPU seconds wrk itself used (user + system): a load generator near a whole core per
+    # thread is measuring its own queueing, not the server's latency.
+    load_cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:
         return self.requests / (self.duration_us / 1e6)
+
+    @property
+    def load_cores(self) -> float:
+        """wrk's CPU as cores busy over the run."""
+        return self.load_cpu_s / (self.duration_us / 1e6)
 
 
 def parse_wrk(output: str) -> WrkRun:
@@ -148,7 +159,15 @@ def wrk_command(url: str, script: str, connections: int, duration: int) -> list[
     ]  # fmt: skip
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(url: str, script: str, connections: int, env: dict[str, str]) -> WrkRun:
+    # RUSAGE_CHILDREN counts children once they are reaped: here only this wrk (a storm running
+    # beside it in W5 is reaped after this returns).
+    cpu_before = children_cpu_s()
     result = subprocess.run(
         wrk_command(url, script, connections, DURATION),
         env={**os.environ, **env},
@@ -156,7 +175,9 @@ def run_wrk(url: str, script: str, connections: int, env: dict[str, str]) -> Wrk
         text=True,
         check=True,
     )
-    return parse_wrk(result.stdout)
+    run = parse_wrk(result.stdout)
+    run.load_cpu_s = children_cpu_s() - cpu_before
+    return run
 
 
 def run_wrk_under_storm(
@@ -439,7 +460,8 @@ def bench(
         runs.setdefault(name, []).append(run)
         log(
             f"  {name:<16} {run.rps:9.1f} req/s  p50 {run.latency_p50_ms:7.2f} ms  "
-            f"p99 {run.latency_p99_ms:7.2f} ms  errors {run.errors}"
+            f"p99 {run.latency_p99_ms:7.2f} ms  errors {run.errors}  "
+            f"wrk CPU {run.load_cores:.2f} cores"
         )
 
     def settle() -> None:
@@ -519,6 +541,7 @@ def analyse(
             "rps": summarise([run.rps for run in values]),
             "p50_ms": summarise([run.latency_p50_ms for run in values]),
             "p99_ms": summarise([run.latency_p99_ms for run in values]),
+            "wrk_cpu_cores": summarise([run.load_cores for run in values]),
             "errors": sum(run.errors for run in values),
             "requests": sum(run.requests for run in values),
         }
@@ -634,10 +657,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run {results['date']} at commit {info['commit']} on {info['nproc']} cores "
         f"({info['cpu_model']}), Python {info['python']}, {info['wrk']}; database "
         f"{settings['database']}; uvicorn `{settings['uvicorn']}`; {settings['runs']} runs of "
-        f"{settings['duration_s']} s each, interleaved; median [min-max].",
+        f"{settings['duration_s']} s each, interleaved; wrk with {settings['wrk_threads']} "
+        "threads; median [min-max]. wrk CPU: the cores the load generator itself kept busy.",
         "",
-        "| workload | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|",
+        "| workload | req/s | p50 ms | p99 ms | wrk CPU | errors |",
+        "|---|---|---|---|---|---|",
     ]
 
     def cell(stats: dict[str, float], digits: int) -> str:
@@ -649,7 +673,8 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {label} | {cell(row['rps'], 0)} | {cell(row['p50_ms'], 1)} | "
-            f"{cell(row['p99_ms'], 1)} | {row['errors']} of {row['requests']:,} |"
+            f"{cell(row['p99_ms'], 1)} | {cell(row['wrk_cpu_cores'], 2)} | "
+            f"{row['errors']} of {row['requests']:,} |"
         )
     lines += [
         "",
@@ -669,6 +694,16 @@ def markdown(results: dict[str, Any]) -> str:
     for ratio, label, target, target_key in RATIO_ROWS:
         met = "" if target_key is None else ("yes" if results["targets"][target_key] else "**no**")
         lines.append(f"| {label} | {results['ratios'][ratio]:.2f} | {target} | {met} |")
+    alone = results["workloads"].get("W1 me")
+    storm = results["workloads"].get("W5 me in storm")
+    if alone and storm:
+        lines += [
+            "",
+            f"W5's baseline, W1 alone: p99 {cell(alone['p99_ms'], 1)} ms, wrk "
+            f"({settings['wrk_threads']} threads) using {cell(alone['wrk_cpu_cores'], 2)} cores; "
+            f"in the storm p99 {cell(storm['p99_ms'], 1)} ms, wrk using "
+            f"{cell(storm['wrk_cpu_cores'], 2)} cores.",
+        ]
     return "\n".join(lines) + "\n"
 
 
