@@ -59,6 +59,11 @@ async def test_a_mail_server_down_for_a_while_delays_mail_and_loses_none(databas
         try:
             [mail] = await server.wait_for("ada@example.com", subject=VERIFY)
             assert (await confirm_address(client, mail.token)).status_code == 200
+
+            async def recorded() -> bool:
+                return (await outbox_rows(app))[0].sent_at is not None
+
+            await wait_until(recorded)  # the outcome is written just after the server's 250
             [row] = await outbox_rows(app)
         finally:
             server.stop()

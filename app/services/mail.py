@@ -69,6 +69,8 @@ SUBJECTS = {
     MailKind.EMAIL_CHANGED: "The email address of your {product} account was changed",
 }
 
+# How long after a reset or verification request the sender looks for its mail.
+WAKE_SOON_SECONDS = (0.05, 0.5)
 # Seconds a shutdown waits for the mail being sent before cutting it off.
 STOP_GRACE_SECONDS = 2.0
 # Longest error text kept in the outbox row.
@@ -301,7 +303,7 @@ def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
         file.flush()
         os.fsync(file.fileno())
     os.replace(draft, path)
-    return path
+    return path.resolve()
 
 
 class PermanentFailure(Exception):
@@ -322,6 +324,11 @@ class Mailer:
     def wake(self) -> None:
         """A mail was queued: look now instead of at the next poll."""
         self._wakeup.set()
+
+    def wake_soon(self) -> None:
+        """Look a moment from now, at a random time, uncorrelated with the request's answer."""
+        delay = random.uniform(*WAKE_SOON_SECONDS)  # noqa: S311 - jitter, not a secret
+        asyncio.get_running_loop().call_later(delay, self._wakeup.set)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run_forever(), name="passgate-mail-sender")

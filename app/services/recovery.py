@@ -12,11 +12,11 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import EmailTaken, InvalidOneTimeToken
-from app.models import USER_COLUMNS, Account, OneTimeToken, User
+from app.models import USER_COLUMNS, Account, OneTimeToken, OutboxMail, User
 from app.security import Passwords
 from app.services import credentials
 from app.services.mail import INSERT_MAIL, MailKind, hash_one_time_token, mail_row
@@ -108,25 +108,50 @@ async def request_link(
 ) -> MailRequest:
     """Queue a reset or verification mail for the address if it should get one.
 
-    Registered or not, the work is one short transaction and nothing slow: the mail leaves
-    after the response, so the answer's time does not tell the cases apart.
+    Registered or not, the work is the same two statements in one short transaction, and
+    nothing slow: the mail leaves after the answer, so its time does not tell the cases apart.
     """
     params = {"email": normalize_email(email)}
+    row = mail_row(user_id=uuid.uuid4(), kind=kind, recipient="", now=now)
+    queue_params = {f"new_{key}": value for key, value in row.items()} | params
 
     def queue(statements: Statements) -> MailRequest:
         user: Account | None = statements.execute(USER_BY_EMAIL, params).one_or_none()
+        # Runs whether or not the address is registered (inserting nothing when it is not):
+        # the same round trips either way.
+        queued = statements.execute(_QUEUE_LINK[kind], queue_params).rowcount == 1
         if user is None:
             return MailRequest(None, "unknown_email")
-        if not user.is_active:
-            return MailRequest(None, "inactive")
-        if kind == MailKind.EMAIL_VERIFICATION and user.email_verified:
-            return MailRequest(None, "verified")
-        statements.execute(
-            INSERT_MAIL, mail_row(user_id=user.id, kind=kind, recipient=user.email, now=now)
-        )
+        if not queued:
+            return MailRequest(None, "inactive" if not user.is_active else "verified")
         return MailRequest(user.id)
 
     return await db.write(queue)
+
+
+def _queue_link(kind: MailKind) -> Prepared:
+    """INSERT INTO outbox ... SELECT ... FROM users WHERE the address should get this mail."""
+    columns = tuple(OutboxMail.__table__.columns)
+    conditions = [User.email_normalized == bindparam("email"), User.is_active.is_(True)]
+    if kind == MailKind.EMAIL_VERIFICATION:
+        conditions.append(User.email_verified.is_(False))
+    selected = {"user_id": User.id, "recipient": User.email}
+    return Prepared(
+        insert(OutboxMail).from_select(
+            [column.key for column in columns],
+            select(
+                *[
+                    selected.get(column.key, bindparam(f"new_{column.key}", type_=column.type))
+                    for column in columns
+                ]
+            ).where(*conditions),
+        )
+    )
+
+
+_QUEUE_LINK = {
+    kind: _queue_link(kind) for kind in (MailKind.PASSWORD_RESET, MailKind.EMAIL_VERIFICATION)
+}
 
 
 async def reset_password(
