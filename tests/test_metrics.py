@@ -30,6 +30,7 @@ from tests.live_server import server_environment
 from tests.mail import MailServer
 from tests.processes import ServiceProcess, free_port, start_serve
 from tests.test_mail import wait_until
+from tests.test_mfa import clock, code_at, enrol, mfa_token_of, otp_step, recovery_step  # noqa: F401 - clock is a fixture
 from tests.test_recovery import VERIFY, request_reset, service
 
 METRICS_TOKEN = "scraper-token-" + "m" * 32
@@ -389,3 +390,30 @@ async def test_a_login_refused_for_an_unverified_address_is_counted(database_url
 
     name = "passgate_login_attempts_total"
     assert value(after, name, result="unverified") - value(before, name, result="unverified") == 1
+
+
+# Second factor (issue 13): mfa_required logins and the codes checked at /token.
+
+
+async def test_second_factor_logins_and_codes_are_counted(client, clock):  # noqa: F811 - the fixture
+    user = await enrol(client, await new_user(client), clock)
+    before = await scrape(client)
+    token = await mfa_token_of(client, user)
+    right = code_at(user["secret"], clock.now)
+    wrong = "000000" if right != "000000" else "111111"
+    assert (await otp_step(client, token, wrong)).status_code == 400
+    assert (await otp_step(client, token, right)).status_code == 200
+    token = await mfa_token_of(client, user)
+    assert (await recovery_step(client, token, user["recovery_codes"][0])).status_code == 200
+    after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    mfa = "passgate_mfa_verifications_total"
+    assert delta("passgate_login_attempts_total", result="mfa_required") == 2
+    assert delta(mfa, method="totp", result="invalid") == 1
+    assert delta(mfa, method="totp", result="success") == 1
+    assert delta(mfa, method="recovery_code", result="success") == 1
+    # A login finished with a second factor is one login: counted once, as mfa_required.
+    assert delta("passgate_login_attempts_total", result="success") == 0
