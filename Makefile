@@ -28,18 +28,25 @@ DEV_LOCK := requirements/dev.txt
 FUZZ_LOCK := requirements/fuzz.txt
 PIP_LOCKED := $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r
 
-# The virtual environment is brought up to date when pyproject.toml or the lock changes.
-$(BIN)/.installed: pyproject.toml $(DEV_LOCK)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_LOCKED) $(DEV_LOCK)
+# Two stages, each brought up to date when pyproject.toml or its lock changes: `make run` needs
+# only what serving needs (the runtime lock, as in the image); `make test` adds the dev extra
+# (pytest, ruff, Playwright: most of the download) on top of the same venv.
+$(BIN)/.installed-runtime: pyproject.toml $(RUNTIME_LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+		echo "make: could not create $(VENV): install Python's venv module (Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
+	$(PIP_LOCKED) $(RUNTIME_LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+$(BIN)/.installed: $(BIN)/.installed-runtime $(DEV_LOCK)
+	$(PIP_LOCKED) $(DEV_LOCK)
 	@touch $@
 
 install: $(BIN)/.installed
 
 # `python -m app serve` checks the configuration, the port and the database first, each
 # mistake in one line, migrates once, then serves with uvicorn in the log format of app/logs.py.
-run: $(BIN)/.installed
+run: $(BIN)/.installed-runtime
 	@$(BIN)/python -m app serve --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)'
 
