@@ -10,7 +10,7 @@ WORKERS ?= 1
 # cannot choose the address that rate limits and audit events see.
 FORWARDED_ALLOW_IPS ?=
 
-.PHONY: run test fuzz lint install clean bench faults lock
+.PHONY: run test fuzz lint install clean bench faults lock docs docs-serve
 
 # Installs come from the lock files in requirements/: exact versions with their hashes, so every
 # machine and the image get the same packages, and a changed file on the index fails the install.
@@ -19,6 +19,7 @@ FORWARDED_ALLOW_IPS ?=
 #   requirements/runtime.txt  pyproject's dependencies: what serving needs (the Dockerfile's)
 #   requirements/dev.txt      runtime + the dev extra (tests, lint)
 #   requirements/fuzz.txt     dev + the fuzz extra
+#   requirements/docs.txt     runtime + the docs extra (MkDocs Material), agreeing with fuzz.txt
 # Each lock's pins agree with the next larger one's. After changing any dependency in
 # pyproject.toml, run `make lock` and commit requirements/ with the change: tests/test_lockfile.py
 # fails until the locks match pyproject.toml again. `make lock UPGRADE=1` moves every pin to the
@@ -26,6 +27,7 @@ FORWARDED_ALLOW_IPS ?=
 RUNTIME_LOCK := requirements/runtime.txt
 DEV_LOCK := requirements/dev.txt
 FUZZ_LOCK := requirements/fuzz.txt
+DOCS_LOCK := requirements/docs.txt
 PIP_LOCKED := $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r
 
 # Two stages, each brought up to date when pyproject.toml or its lock changes: `make run` needs
@@ -62,6 +64,18 @@ $(BIN)/.installed-fuzz: $(BIN)/.installed $(FUZZ_LOCK)
 fuzz: $(BIN)/.installed-fuzz
 	$(BIN)/python -m tests.fuzz.run_schemathesis --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
+# The documentation site (docs/, mkdocs.yml), built as CI builds it: --strict fails on a broken
+# link or a page left out of the nav. `make docs-serve` previews it on http://127.0.0.1:8001.
+$(BIN)/.installed-docs: $(BIN)/.installed $(DOCS_LOCK)
+	$(PIP_LOCKED) $(DOCS_LOCK)
+	@touch $@
+
+docs: $(BIN)/.installed-docs
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+docs-serve: $(BIN)/.installed-docs
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
 # wrk drives the load; Debian's package is installed when it is missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -92,7 +106,8 @@ lock: $(BIN)/uv
 	$(UV_COMPILE) --extra dev --extra fuzz -o $(FUZZ_LOCK)
 	$(UV_COMPILE) --extra dev -c $(FUZZ_LOCK) -o $(DEV_LOCK)
 	$(UV_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK)
-	$(BIN)/python -m tests.lockfile stamp $(RUNTIME_LOCK) $(DEV_LOCK) $(FUZZ_LOCK)
+	$(UV_COMPILE) --extra docs -c $(FUZZ_LOCK) -o $(DOCS_LOCK)
+	$(BIN)/python -m tests.lockfile stamp $(RUNTIME_LOCK) $(DEV_LOCK) $(FUZZ_LOCK) $(DOCS_LOCK)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check app tests alembic

@@ -1,4 +1,4 @@
-"""The README's verifier snippet, run as written against the service's JWKS."""
+"""The docs' verifier snippet (docs/signing-keys.md), run as written against the service's JWKS."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from tests.conftest import new_user
 from tests.conftest import test_settings as make_settings
 from tests.keyfiles import new_private_pem, serving, unverified_parts, write
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "signing-keys.md"
 ISSUER = "https://auth.example.com"
 AUDIENCE = "orders-api"
 
 
 def readme_verifier() -> Any:
     """The PassgateVerifier class from the README section, executed as a user would paste it."""
-    section = README.read_text().split("## Verifying Passgate tokens in another service", 1)[1]
+    section = README.read_text().split("Verifying Passgate tokens in another service", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert code is not None, "the README section lost its snippet"
     namespace: dict[str, Any] = {}
-    exec(compile(code.group(1), "README.md", "exec"), namespace)  # noqa: S102 -- our own README
+    exec(compile(code.group(1), "signing-keys.md", "exec"), namespace)  # noqa: S102 -- our own README
     return namespace["PassgateVerifier"]
 
 

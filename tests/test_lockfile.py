@@ -18,6 +18,7 @@ LOCKS = {
     "runtime": (ROOT / "requirements" / "runtime.txt", ()),
     "dev": (ROOT / "requirements" / "dev.txt", ("dev",)),
     "fuzz": (ROOT / "requirements" / "fuzz.txt", ("dev", "fuzz")),
+    "docs": (ROOT / "requirements" / "docs.txt", ("docs",)),
 }
 RELOCK = "run `make lock` and commit requirements/ (docs/dependencies.md)"
 

@@ -19,7 +19,7 @@ Environment:
                          one thread saturates on W1 and inflates W1's own p99, the baseline
                          of W5's ratio; the load generator's CPU is printed beside it)
     BENCH_USERS          users seeded for W2 (default 100000)
-    BENCH_README         README to update (default README.md; "" to leave it alone)
+    BENCH_README         page to update (default docs/benchmarks.md; "" to leave it alone)
 """
 
 from __future__ import annotations
@@ -714,7 +714,7 @@ def write_results(results: dict[str, Any]) -> None:
     (RESULTS / "latest.md").write_text(table)
     print()
     print(table)
-    readme = os.environ.get("BENCH_README", str(REPO / "README.md"))
+    readme = os.environ.get("BENCH_README", str(REPO / "docs" / "benchmarks.md"))
     if not readme:
         return
     path = Path(readme)
