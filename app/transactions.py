@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -231,7 +232,20 @@ class _SqliteThread:
         connection = sqlite3.connect(
             self._path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
         )
-        configure_sqlite_connection(connection, None)
+        # SQLite can answer "database is locked" to the connection's first statements without
+        # waiting in its busy handler (while another connection opens or recovers the WAL), as
+        # seen under a loaded test run. This is the connection's own thread, so waiting here
+        # blocks nothing; the busy timeout bounds the wait as it bounds every other one.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                configure_sqlite_connection(connection, None)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    connection.close()
+                    raise
+                time.sleep(0.01)
         if not self._writer:
             connection.execute("PRAGMA query_only=ON")  # this connection never writes
         return connection
