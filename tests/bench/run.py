@@ -21,7 +21,7 @@ Environment:
     BENCH_USERS          users seeded for W2 (default 100000)
     BENCH_README         page to update (default docs/benchmarks.md; "" to leave it alone)
     BENCH_ONLY           comma-separated workloads to run, for a quick look while working
-                         (hello, hello_auth, W1 ... W6); a partial run never updates the page
+                         (hello, hello_auth, W1 ... W6); a partial run only prints its table
 """
 
 from __future__ import annotations
@@ -772,14 +772,16 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (RESULTS / "latest.md").write_text(table)
     print()
     print(table)
+    if ONLY:
+        return  # a quick look: the recorded results and the page keep the last full run
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(table)
     readme = os.environ.get("BENCH_README", str(REPO / "docs" / "benchmarks.md"))
-    if not readme or ONLY:
+    if not readme:
         return
     path = Path(readme)
     content = path.read_text() if path.exists() else ""
