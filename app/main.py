@@ -33,6 +33,7 @@ from app.db import (
 from app.docs import install_docs
 from app.errors import OAuthError
 from app.files import readable_by_others
+from app.heap import freeze_startup_objects, unfreeze
 from app.keys import KeyConfigError, TokenKeys, load_token_keys
 from app.logs import configure_logging
 from app.lookups import TokenUserLookup
@@ -161,9 +162,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
+    # Last: everything start-up built lives as long as the process (see app/heap.py).
+    freeze_startup_objects()
     try:
         yield
     finally:
+        unfreeze()
         await app.state.mailer.stop()
         cleanup.cancel()
         with contextlib.suppress(asyncio.CancelledError):

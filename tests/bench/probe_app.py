@@ -1,0 +1,131 @@
+"""The service with instruments: event-loop lag, GC pauses, per-thread CPU (diagnostics only).
+
+    uvicorn tests.bench.probe_app:app   (PROBE_OUT=/path/to/file.json)
+
+SIGUSR1 writes what was measured since the last signal to PROBE_OUT and starts afresh, so a
+driver can bracket one wrk run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from app.main import app as service
+
+LAG_TICK = 0.002
+
+
+class Probe:
+    def __init__(self) -> None:
+        self.reset()
+        gc.callbacks.append(self._gc)
+        self._gc_started = 0.0
+
+    def reset(self) -> None:
+        self.lags: list[float] = []
+        self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.gc_collected = {0: 0, 1: 0, 2: 0}
+        self.started = time.monotonic()
+        self.cpu = thread_cpu()
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.gc[generation].append(time.perf_counter() - self._gc_started)
+            self.gc_collected[generation] += info["collected"]
+
+    async def watch_loop(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(LAG_TICK)
+            self.lags.append(time.perf_counter() - before - LAG_TICK)
+
+    def dump(self) -> None:
+        seconds = time.monotonic() - self.started
+        now_cpu = thread_cpu()
+        cpu = {name: round(now_cpu[name] - self.cpu.get(name, 0.0), 3) for name in now_cpu}
+        lags = sorted(self.lags)
+
+        def q(values: list[float], p: float) -> float:
+            return (
+                round(values[min(len(values) - 1, int(len(values) * p))] * 1000, 2)
+                if values
+                else 0.0
+            )
+
+        report = {
+            "seconds": round(seconds, 2),
+            "lag_ms": {
+                "n": len(lags),
+                "p50": q(lags, 0.5),
+                "p99": q(lags, 0.99),
+                "p999": q(lags, 0.999),
+                "max": q(lags, 1.0),
+                "over_10ms": sum(1 for lag in lags if lag > 0.010),
+                "over_30ms": sum(1 for lag in lags if lag > 0.030),
+                "top": [round(lag * 1000, 1) for lag in lags[-10:]],
+            },
+            "gc": {
+                str(g): {
+                    "n": len(pauses),
+                    "total_ms": round(sum(pauses) * 1000, 1),
+                    "max_ms": round(max(pauses, default=0) * 1000, 2),
+                    "collected": self.gc_collected[g],
+                }
+                for g, pauses in self.gc.items()
+            },
+            "gc_counts": gc.get_count(),
+            "objects": len(gc.get_objects()) if os.environ.get("PROBE_OBJECTS") else None,
+            "thread_cpu_s": cpu,
+        }
+        path = os.environ.get("PROBE_OUT")
+        if path:
+            with open(path, "a") as out:
+                out.write(json.dumps(report) + "\n")
+        self.reset()
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread of this process, by thread name (from /proc)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            comm = open(f"/proc/self/task/{tid}/comm").read().strip()
+        except OSError:
+            continue
+        name = names.get(int(tid), comm)
+        name = f"{name}:{tid}"
+        cpu[name] = (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
+probe = Probe()
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+
+        async def receive_wrapped() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                loop = asyncio.get_running_loop()
+                loop.add_signal_handler(signal.SIGUSR1, probe.dump)
+                probe.task = asyncio.ensure_future(probe.watch_loop())  # type: ignore[attr-defined]
+            return message
+
+        await service(scope, receive_wrapped, send)
+        return
+    await service(scope, receive, send)
