@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
+import threading
 import uuid
 from collections.abc import AsyncIterator
 
@@ -148,3 +150,56 @@ async def test_statements_written_with_literal_values_keep_them(db):
     found = await db.read(lambda statements: statements.execute(by_email).one_or_none())
 
     assert found.id == row["id"]
+
+
+async def test_point_reads_run_on_the_event_loop_and_see_every_commit(db, engine):
+    if sqlite_path(engine.url) is None:
+        pytest.skip("on PostgreSQL a point read is a read through the pool")
+    row = user_row("a@example.com")
+    threads: list[int] = []
+
+    def find(statements: Statements) -> object:
+        threads.append(threading.get_ident())
+        return statements.execute(USER_BY_ID, {"user_id": row["id"]}).one_or_none()
+
+    assert await db.point_read(find) is None
+    await db.write(lambda statements: statements.execute(INSERT_USER, row))
+    # The write committed on the writer's connection is seen by the very next point read.
+    assert (await db.point_read(find)).email == "a@example.com"
+    assert set(threads) == {threading.get_ident()}
+
+
+async def test_point_reads_cannot_write(db, engine):
+    if sqlite_path(engine.url) is None:
+        pytest.skip("the read-only connection is SQLite's; PostgreSQL reads use the pool")
+    row = user_row("a@example.com")
+
+    with pytest.raises(OperationalError):
+        await db.point_read(lambda statements: statements.execute(INSERT_USER, row))
+    assert (
+        await db.read(
+            lambda statements: statements.execute(USER_BY_ID, {"user_id": row["id"]}).one_or_none()
+        )
+        is None
+    )
+
+
+async def test_a_point_read_sqlite_cannot_start_at_once_waits_on_the_reader_thread(db, engine):
+    if sqlite_path(engine.url) is None:
+        pytest.skip("only SQLite's point reads run on the event loop")
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def find(statements: Statements) -> object:
+        threads.append(threading.get_ident())
+        if threading.get_ident() == loop_thread:
+            # What the loop's connection raises when SQLite answers SQLITE_BUSY at once (it
+            # has no busy timeout): WAL recovery by another process is the real case, and no
+            # test can hold SQLite's WAL locks from inside the process under test.
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise OperationalError("SELECT", None, busy)
+        return statements.execute(USER_BY_ID, {"user_id": uuid.uuid4()}).one_or_none()
+
+    assert await db.point_read(find) is None
+    assert threads[0] == loop_thread and threads[1] != loop_thread

@@ -1,0 +1,118 @@
+"""What one W1 request (GET /users/me with a bearer token) costs the server, against hello_auth.
+
+    .venv/bin/python -m tests.bench.w1_cost [requests per round] [rounds] [concurrency]
+
+Both apps run in this one process on uvloop, called through their whole ASGI stacks directly
+(no sockets, no HTTP parser, no load generator sharing the cores): the service on a migrated
+SQLite file with the settings `make bench` gives it (production, access log off), and the
+hello_auth reference, which accepts the same tokens. `concurrency` clients send requests at
+once, as wrk's connections do, so the bearer check's hops to the SQLite reader thread overlap
+as they do under load. Rounds interleave the two apps so a busy neighbour weighs on both alike.
+Prints the median CPU per request (time.process_time: the event loop and the database threads
+together), the ratio, and what the difference means for W1 ÷ hello_auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from asgi_lifespan import LifespanManager
+
+SECRET = secrets.token_urlsafe(48)
+os.environ.setdefault("BENCH_SECRET_KEY", SECRET)
+
+
+async def call(app: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    status, body = 0, b""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/users/me",
+        "raw_path": b"/users/me",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return status, body
+
+
+async def cost(app: Any, headers: list[tuple[bytes, bytes]], count: int, clients: int) -> float:
+    """CPU microseconds per request, `clients` at a time."""
+
+    async def client(n: int) -> None:
+        for _ in range(n):
+            await call(app, headers)
+
+    started = time.process_time()
+    await asyncio.gather(*(client(count // clients) for _ in range(clients)))
+    return (time.process_time() - started) / (count // clients * clients) * 1e6
+
+
+async def main(count: int, rounds: int, clients: int) -> None:
+    from app.main import create_app
+    from app.migrate import upgrade_to_head
+    from tests.bench import hello_auth
+    from tests.bench.metrics_overhead import bearer_headers
+    from tests.conftest import test_settings
+
+    folder = Path(tempfile.mkdtemp(prefix="passgate-w1-cost-"))
+    url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    await upgrade_to_head(url)
+    service = create_app(
+        test_settings(
+            database_url=url,
+            secret_key=os.environ["BENCH_SECRET_KEY"],
+            environment="production",
+            public_url="http://127.0.0.1",
+            access_log=False,
+        )
+    )
+    async with LifespanManager(service):
+        headers = await bearer_headers(service)
+        apps = {"hello_auth": hello_auth.app, "W1": service}
+        for name, app in apps.items():  # warm up: compiled SQL, the verified-token cache
+            status, body = await call(app, headers)
+            assert status == 200, (name, body)
+            await cost(app, headers, count // 5, clients)
+        results: dict[str, list[float]] = {name: [] for name in apps}
+        for _ in range(rounds):
+            for name, app in apps.items():
+                results[name].append(await cost(app, headers, count, clients))
+        medians = {name: statistics.median(runs) for name, runs in results.items()}
+        for name, us in medians.items():
+            runs = results[name]
+            print(f"{name:>10}: {us:6.1f} us CPU/request (rounds {min(runs):.1f}-{max(runs):.1f})")
+        print(f"W1 / hello_auth CPU: {medians['W1'] / medians['hello_auth']:.2f}")
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    arguments = [int(value) for value in sys.argv[1:]]
+    uvloop.run(main(*(arguments + [4000, 5, 32][len(arguments) :])))
