@@ -100,6 +100,24 @@ def describe_database(database_url: str) -> str:
     return f"{url.get_backend_name()} {url.host or 'localhost'}{port}/{url.database or ''}"
 
 
+# How each SMTP_TLS value protects the connection, in the operator's words.
+_SMTP_TLS_WORDS = {"starttls": "STARTTLS", "tls": "implicit TLS", "none": "no TLS"}
+
+
+def describe_mail(settings: Settings) -> str:
+    """Where mail goes: the SMTP server and how it is reached, or the folder; no credential.
+
+    Whether the service logs in is said, never as whom: the user name is half a credential.
+    """
+    if settings.smtp_host is None:
+        return f"no SMTP_HOST: .eml files in {settings.outbox_dir.resolve()}"
+    login = "login" if settings.smtp_username else "no login"
+    return (
+        f"SMTP {settings.smtp_host}:{settings.smtp_port} "
+        f"({_SMTP_TLS_WORDS[settings.smtp_tls]}, {login})"
+    )
+
+
 def log_startup(settings: Settings, keys: TokenKeys) -> None:
     """One line saying what runs, for the operator reading the log; nothing secret in it."""
     kids = [key.kid for key in keys.verifying if key.kid]
@@ -112,11 +130,7 @@ def log_startup(settings: Settings, keys: TokenKeys) -> None:
         "verification_kids": ",".join(kids) if kids else None,
         "public_url": settings.public_url,
         "redis": "configured" if settings.redis_url else "not configured (per-process limits)",
-        "mail": (
-            f"SMTP {settings.smtp_host}:{settings.smtp_port} ({settings.smtp_tls})"
-            if settings.smtp_host
-            else f"no SMTP_HOST: .eml files in {settings.outbox_dir.resolve()}"
-        ),
+        "mail": describe_mail(settings),
         "docs": f"{settings.public_url}/docs",
     }
     logger.info(

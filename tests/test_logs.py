@@ -130,6 +130,9 @@ def test_text_lines_hold_no_secret_and_every_line_has_one_format(tmp_path: Path)
     assert any("passgate.access [login-request-1] POST /token 200" in line for line in lines)
     assert not any(line.startswith("2026-01-01") for line in lines)
     assert any("\\n2026-01-01" in line for line in access)
+    # Without SMTP_HOST the startup line says where the mail files go.
+    start = next(line for line in lines if " passgate [-] Passgate " in line)
+    assert f"mail=no SMTP_HOST: .eml files in {(tmp_path / 'outbox').resolve()} " in start
 
 
 def test_json_lines_everywhere_with_workers_and_a_startup_line(tmp_path: Path) -> None:
@@ -142,6 +145,10 @@ def test_json_lines_everywhere_with_workers_and_a_startup_line(tmp_path: Path) -
             check=True,
         ).stdout
     )
+    # A mail server that is not there: the signup's verification mail fails to go, and
+    # neither that warning nor the startup line may show the SMTP login.
+    smtp_port = free_port()
+    smtp_login = ("smtp-user-not-to-print", "Smtp-Password-Not-To-Print")
     service = start_serve(
         tmp_path,
         workers=2,
@@ -149,15 +156,21 @@ def test_json_lines_everywhere_with_workers_and_a_startup_line(tmp_path: Path) -
         JWT_ALGORITHM="ES256",
         JWT_PRIVATE_KEY_FILE=str(key),
         PUBLIC_URL="https://auth.example.com",
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp_port),
+        SMTP_TLS="tls",
+        SMTP_USERNAME=smtp_login[0],
+        SMTP_PASSWORD=smtp_login[1],
     )
     try:
         secrets = misbehave(service.url)
         kid = httpx.get(f"{service.url}/.well-known/jwks.json").json()["keys"][0]["kid"]
         wait_for(service, "/nowhere")
+        wait_for(service, "not delivered")
     finally:
         output = stopped_output(service)
 
-    for secret in [*secrets, SERVER_SECRET]:
+    for secret in [*secrets, SERVER_SECRET, *smtp_login]:
         assert secret not in output
     lines = [json.loads(line) for line in output.splitlines()]  # every line is a JSON object
     for line in lines:
@@ -187,6 +200,7 @@ def test_json_lines_everywhere_with_workers_and_a_startup_line(tmp_path: Path) -
     assert start["public_url"] == "https://auth.example.com"
     assert start["docs"] == "https://auth.example.com/docs"
     assert start["redis"].startswith("not configured")
+    assert start["mail"] == f"SMTP 127.0.0.1:{smtp_port} (implicit TLS, login)"
     assert start["version"]
 
 
