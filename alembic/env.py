@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import pool, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
@@ -37,9 +37,20 @@ def _command_line_settings() -> Settings:
     return settings
 
 
-def database_url() -> str:
+def connection_settings() -> tuple[str, float]:
+    """DATABASE_URL and DB_CONNECT_TIMEOUT_SECONDS: the service's, or the environment's."""
     url: str | None = config.attributes.get("database_url")
-    return url if url is not None else _command_line_settings().database_url
+    if url is None:
+        settings = _command_line_settings()
+        return settings.database_url, settings.db_connect_timeout_seconds
+    timeout: float | None = config.attributes.get("connect_timeout")
+    if timeout is None:
+        timeout = Settings.model_fields["db_connect_timeout_seconds"].default
+    return url, timeout
+
+
+def database_url() -> str:
+    return connection_settings()[0]
 
 
 def run_migrations_offline() -> None:
@@ -61,8 +72,15 @@ def do_run_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def run_async_migrations(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+async def run_async_migrations(url: str, connect_timeout: float) -> None:
+    # asyncpg waits 60 s by default for a server that accepts and never answers (some other
+    # service's port) or a host that drops packets; the service's deadline applies here too.
+    is_sqlite = make_url(url).get_backend_name() == "sqlite"
+    engine = create_async_engine(
+        url,
+        poolclass=pool.NullPool,
+        connect_args={} if is_sqlite else {"timeout": connect_timeout},
+    )
     try:
         async with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
@@ -78,16 +96,16 @@ async def run_async_migrations(url: str) -> None:
 
 
 def run_migrations_online() -> None:
-    url = database_url()
+    url, connect_timeout = connection_settings()
     try:
         database = sqlite_path(url)
         if database is not None:
             # Before the migration's engine creates the database with SQLite's default mode.
             prepare_sqlite_database(Path(database))
         with sqlite_migration_lock(url):
-            asyncio.run(run_async_migrations(url))
+            asyncio.run(run_async_migrations(url, connect_timeout))
     except Exception as exc:
-        message = explain_database_error(exc, url) if COMMAND_LINE else None
+        message = explain_database_error(exc, url, connect_timeout) if COMMAND_LINE else None
         if message is None:
             raise
         sys.exit(f"passgate: {message}")

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.audit import AuditEvent, configure_audit_log, record
 from app.config import Settings, describe_validation_error, generate_secret
-from app.db import make_engine
+from app.db import PoolSettings, make_engine
 from app.keys import (
     DEFAULT_RSA_BITS,
     MIN_RSA_BITS,
@@ -99,7 +99,7 @@ async def create_admin(
     if name is not None:
         name = _validated(TypeAdapter(Name), name, "--name")
     await prepare_database(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     db = Transactions(engine)
     passwords = Passwords.from_settings(settings)
     try:
@@ -154,7 +154,7 @@ async def import_users(
             else imports.read_json_lines(Path(file or ""))
         )
         await prepare_database(settings)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
         db = Transactions(engine)
         try:
             return await imports.import_users(

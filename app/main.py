@@ -158,7 +158,9 @@ def warn_if_database_exposed(database_url: str) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if settings.migrate_on_start:
-        await upgrade_to_head(settings.database_url)
+        await upgrade_to_head(
+            settings.database_url, connect_timeout=settings.db_connect_timeout_seconds
+        )
     warn_if_database_exposed(settings.database_url)
     app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)

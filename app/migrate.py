@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,27 +28,37 @@ def script_location() -> Path:
     return Path(__file__).resolve().parent.parent / "alembic"
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str, connect_timeout: float | None = None) -> Config:
+    """Alembic's configuration for the service's URL; env.py reads both attributes.
+
+    connect_timeout: seconds to open a PostgreSQL connection (DB_CONNECT_TIMEOUT_SECONDS);
+    None for that setting's default.
+    """
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["database_url"] = database_url
+    config.attributes["connect_timeout"] = connect_timeout
     return config
 
 
-def upgrade_blocking(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+def upgrade_blocking(
+    database_url: str, revision: str = "head", *, connect_timeout: float | None = None
+) -> None:
+    command.upgrade(alembic_config(database_url, connect_timeout), revision)
 
 
 def downgrade_blocking(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-async def upgrade_to_head(database_url: str) -> None:
+async def upgrade_to_head(database_url: str, *, connect_timeout: float | None = None) -> None:
     """Apply pending migrations; safe when several processes start at the same moment.
 
     Alembic's async env.py runs its own event loop, so it runs in a worker thread.
     """
-    await anyio.to_thread.run_sync(upgrade_blocking, database_url)
+    await anyio.to_thread.run_sync(
+        functools.partial(upgrade_blocking, database_url, connect_timeout=connect_timeout)
+    )
 
 
 @contextlib.contextmanager

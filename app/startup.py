@@ -68,8 +68,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def explain_database_error(exc: BaseException, database_url: str) -> str | None:
-    """One line saying what is wrong with DATABASE_URL, or None when exc is something else."""
+def explain_database_error(
+    exc: BaseException, database_url: str, connect_timeout: float | None = None
+) -> str | None:
+    """One line saying what is wrong with DATABASE_URL, or None when exc is something else.
+
+    connect_timeout: the DB_CONNECT_TIMEOUT_SECONDS the connection was given, to name it.
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         for error in _chain(exc):
@@ -111,8 +116,13 @@ def explain_database_error(exc: BaseException, database_url: str) -> str | None:
                 "is PostgreSQL running there, and is that its port?"
             )
         if isinstance(error, TimeoutError | asyncio.TimeoutError):
+            waited = (
+                f"{connect_timeout:g} s (DB_CONNECT_TIMEOUT_SECONDS)"
+                if connect_timeout is not None
+                else "DB_CONNECT_TIMEOUT_SECONDS"
+            )
             return (
-                f"DATABASE_URL: no answer as PostgreSQL from {where} within DB_CONNECT_TIMEOUT_SECONDS; "
+                f"DATABASE_URL: no answer as PostgreSQL from {where} within {waited}; "
                 "are the host and port right, and does a firewall let the connection through?"
             )
         if isinstance(error, OSError | ConnectionError) or type(error).__module__.startswith(
@@ -137,7 +147,7 @@ async def check_database(database_url: str, connect_timeout: float) -> None:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
-        message = explain_database_error(exc, database_url)
+        message = explain_database_error(exc, database_url, connect_timeout)
         if message is None:
             raise
         raise StartupError(message) from None
@@ -148,16 +158,17 @@ async def check_database(database_url: str, connect_timeout: float) -> None:
 async def prepare_database(settings: Settings) -> None:
     """Reach the database and, with MIGRATE_ON_START, bring its schema to head; or one line.
 
-    PostgreSQL is tried first within DB_CONNECT_TIMEOUT_SECONDS: Alembic's own connection has
-    no deadline, and a URL naming some other server's port would hang there for a minute.
+    PostgreSQL is tried first within DB_CONNECT_TIMEOUT_SECONDS, so that a wrong host or port
+    is one line before Alembic starts; Alembic's own connections have the same deadline.
     """
+    timeout = settings.db_connect_timeout_seconds
     if not settings.is_sqlite:
-        await check_database(settings.database_url, settings.db_connect_timeout_seconds)
+        await check_database(settings.database_url, timeout)
     if settings.migrate_on_start:
         try:
-            await upgrade_to_head(settings.database_url)
+            await upgrade_to_head(settings.database_url, connect_timeout=timeout)
         except Exception as exc:
-            message = explain_database_error(exc, settings.database_url)
+            message = explain_database_error(exc, settings.database_url, timeout)
             if message is None:
                 raise
             raise StartupError(message) from None

@@ -7,6 +7,8 @@ stderr is one `passgate: ...` line: no traceback, no Pydantic "Value error, " pr
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import struct
 import subprocess
@@ -263,3 +265,90 @@ def test_create_admin_says_what_is_wrong_with_the_database_in_one_line(tmp_path:
     )
 
     assert f"nothing accepts connections at 127.0.0.1:{port}" in one_line(result)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never says a word: some other service's port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+@pytest.fixture
+def dropping_host() -> Iterator[int]:
+    """A port whose connection attempts go unanswered, as a host behind a firewall that drops.
+
+    A listener that never accepts, its queue filled: the kernel drops further SYNs, so a client
+    waits in connect() as it does for an unreachable host (no refusal ever comes back).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    while True:
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+        _, writable, _ = select.select([], [filler], [], 0.5)
+        if not writable:  # this attempt hangs: the queue is full
+            break
+        assert len(fillers) < 10, "the listen queue never filled"
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def every_command(workdir: Path) -> dict[str, list[str]]:
+    """What an operator runs that connects to the database (make run and the image: serve)."""
+    users = workdir / "users.jsonl"
+    users.write_text("")
+    return {
+        "serve": [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+        "alembic": [str(ALEMBIC), "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+        "create-admin": [sys.executable, "-m", "app", "create-admin", "--email", "a@example.com"],
+        "import-users": [sys.executable, "-m", "app", "import-users", str(users)],
+    }
+
+
+@pytest.mark.parametrize("command", ["serve", "alembic", "create-admin", "import-users"])
+@pytest.mark.parametrize("server", ["silent_server", "dropping_host"])
+def test_a_server_that_never_answers_is_one_line_after_the_connect_timeout(
+    tmp_path: Path, command: str, server: str, request: pytest.FixtureRequest
+) -> None:
+    # Without a deadline asyncpg waits 60 s (alembic did); run() gives up at 60 s.
+    port = request.getfixturevalue(server)
+
+    result = run(
+        every_command(tmp_path)[command],
+        tmp_path,
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/passgate",
+        DB_CONNECT_TIMEOUT_SECONDS="1",
+        ADMIN_PASSWORD="correct-horse-battery",
+    )
+
+    assert one_line(result) == (
+        f"passgate: DATABASE_URL: no answer as PostgreSQL from 127.0.0.1:{port} within 1 s "
+        "(DB_CONNECT_TIMEOUT_SECONDS); are the host and port right, and does a firewall let "
+        "the connection through?"
+    )
