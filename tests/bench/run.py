@@ -11,7 +11,10 @@ neighbour on a shared machine weighs on every workload alike instead of on one.
 
 Environment:
     BENCH_DATABASE_URL   PostgreSQL server URL; a fresh database is created on it and dropped
-                         afterwards. Unset: SQLite in a temporary folder.
+                         afterwards. Unset: SQLite in a temporary folder. A server on this
+                         host is pinned to a core of its own with taskset for the run, and
+                         the service, the reference apps and wrk to the other (see
+                         tests/bench/pinning.py); its affinity is restored at the end.
     BENCH_RUNS           rounds (default 5)
     BENCH_DURATION       seconds per wrk run (default 5)
     BENCH_WORKERS        uvicorn workers for all three apps (default 1)
@@ -52,6 +55,7 @@ from app.config import Settings
 from app.db import make_engine, utcnow
 from app.models import User, uuid7
 from app.security import Passwords
+from tests.bench.pinning import Pinning, pinned
 from tests.databases import create_postgres_database, drop_postgres_database
 from tests.faults.service import ServiceProcess
 
@@ -396,7 +400,9 @@ def main() -> int:
     info = machine()
     log(f"{info['nproc']} cores, {info['cpu_model']}, Python {info['python']}; logs in {log_dir}")
 
-    with bench_database() as (database_url, backend):
+    # PostgreSQL pinned first, so that the benchmark's database is made and dropped pinned too.
+    server_url = os.environ.get("BENCH_DATABASE_URL")
+    with pinned(server_url, log) as pinning, bench_database() as (database_url, backend):
         service_env = {
             "DATABASE_URL": database_url,
             "SECRET_KEY": secret,
@@ -423,7 +429,7 @@ def main() -> int:
             servers["service"].wait_ready()
             servers["hello"].wait_ready(path="/users/me")
             servers["hello_auth"].wait_ready(path="/users/me")
-            results = bench(servers, database_url, backend, info)
+            results = bench(servers, database_url, backend, info, pinning)
         finally:
             for server in servers.values():
                 server.stop()
@@ -435,7 +441,11 @@ def main() -> int:
 
 
 def bench(
-    servers: dict[str, ServiceProcess], database_url: str, backend: str, info: dict[str, Any]
+    servers: dict[str, ServiceProcess],
+    database_url: str,
+    backend: str,
+    info: dict[str, Any],
+    pinning: Pinning,
 ) -> dict[str, Any]:
     service = servers["service"].url
     client = httpx.Client(base_url=service, timeout=30)
@@ -553,7 +563,7 @@ def bench(
             )
     refresh_file.unlink(missing_ok=True)
     client.close()
-    return analyse(runs, hash_samples, verify_samples, parallel_rates, backend, info)
+    return analyse(runs, hash_samples, verify_samples, parallel_rates, backend, info, pinning)
 
 
 def analyse(
@@ -563,6 +573,7 @@ def analyse(
     parallel_rates: list[float],
     backend: str,
     info: dict[str, Any],
+    pinning: Pinning,
 ) -> dict[str, Any]:
     workloads = {
         name: {
@@ -575,7 +586,9 @@ def analyse(
         }
         for name, values in runs.items()
     }
-    cores = os.cpu_count() or 1
+    # The cores the service may run on: with PostgreSQL pinned to a core of its own, one fewer
+    # than the machine has (the service inherits this process's affinity).
+    cores = len(os.sched_getaffinity(0))
     threads_total = hash_threads_total()
     # The limit uses the hash time measured at normal priority in this thread (a verify is a
     # hash and a comparison); the verify time, measured on a hashing thread, is shown beside.
@@ -649,6 +662,9 @@ def analyse(
             "seeded_users": SEED_USERS,
             "deep_page_at": DEEP_PAGE_AT,
             "password_hash_threads_total": threads_total,
+            "service_cores": cores,
+            "cpu_pinning": pinning.method,
+            "cpu_pinning_detail": pinning.description,
         },
         "hashing": {
             "single_hash_ms": summarise([s * 1000 for s in hash_samples]),
@@ -714,7 +730,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"({info['cpu_model']}), Python {info['python']}, {info['wrk']}; database "
         f"{settings['database']}; uvicorn `{settings['uvicorn']}`; {settings['runs']} runs of "
         f"{settings['duration_s']} s each, interleaved; wrk with {settings['wrk_threads']} "
-        "threads; median [min-max]. wrk CPU: the cores the load generator itself kept busy.",
+        "threads; median [min-max]. wrk CPU: the cores the load generator itself kept busy. "
+        f"CPU pinning: {settings.get('cpu_pinning_detail', 'none')}.",
         "",
         "| workload | req/s | p50 ms | p99 ms | wrk CPU | errors |",
         "|---|---|---|---|---|---|",
@@ -738,7 +755,8 @@ def markdown(results: dict[str, Any]) -> str:
             "Argon2id with the production parameters: one hash "
             f"{hashing['single_hash_ms']['median']:.1f} ms, one verify "
             f"{hashing['single_verify_ms']['median']:.1f} ms on a low-priority hashing thread "
-            f"(medians, in-process); cores ({results['machine']['nproc']}) / hash time = "
+            f"(medians, in-process); cores the service may use "
+            f"({settings.get('service_cores', info['nproc'])}) / hash time = "
             f"{hashing['cores_limit_per_s']:.1f}/s; hashing threads "
             f"({settings['password_hash_threads_total']}) / hash time = "
             f"{hashing['threads_limit_per_s']:.1f}/s. Measured in-process with the service's "
