@@ -150,7 +150,7 @@ class PoolSettings:
         )
 
 
-def _postgres_connect_args(pool: PoolSettings) -> dict[str, Any]:
+def postgres_connect_args(pool: PoolSettings) -> dict[str, Any]:
     """asyncpg options that keep one stuck query or unreachable server from holding a worker."""
     args: dict[str, Any] = {
         "timeout": pool.connect_timeout_seconds,
@@ -191,7 +191,7 @@ def make_engine(database_url: str, pool: PoolSettings | None = None) -> AsyncEng
         pool_timeout=pool.timeout_seconds,
         pool_recycle=pool.recycle_seconds,
         connect_args=(
-            _postgres_connect_args(pool) if url.get_backend_name() == "postgresql" else {}
+            postgres_connect_args(pool) if url.get_backend_name() == "postgresql" else {}
         ),
     )
 

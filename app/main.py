@@ -164,7 +164,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warn_if_database_exposed(settings.database_url)
     app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
-    app.state.transactions = Transactions(app.state.engine)
+    app.state.transactions = Transactions(app.state.engine, PoolSettings.from_settings(settings))
     app.state.token_user_lookup = TokenUserLookup(app.state.transactions)
     app.state.passwords = Passwords.from_settings(settings)
     app.state.token_keys = load_token_keys(settings)

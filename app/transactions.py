@@ -11,8 +11,10 @@ CPU that the password-hashing threads then lacked. So these paths use units of w
 - on a SQLite file a unit runs whole on a thread that owns a plain `sqlite3` connection: one
   hop per unit, and the statements cost what SQLite costs. Parameters and rows go through the
   column types' own conversions, so what is stored is exactly what the ORM stores and reads;
-- elsewhere (PostgreSQL) it runs on the engine's pool through `AsyncConnection.run_sync`, one
-  round trip per statement, with the pool's pre-ping and the statement timeout.
+- on PostgreSQL through asyncpg it runs on an asyncpg pool of its own, each statement a cached
+  server-side prepared statement (app/postgres_units.py): one round trip per statement;
+- elsewhere it runs on the engine's pool through `AsyncConnection.run_sync`, one round trip
+  per statement, with the pool's pre-ping and the statement timeout.
 
 Writes of one process queue in order on one SQLite connection instead of racing each other in
 SQLite's busy handler, which sleeps between tries. Errors arrive as SQLAlchemy's exception
@@ -30,7 +32,7 @@ from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from queue import SimpleQueue
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Executable, Table, insert
 from sqlalchemy.engine import Dialect
@@ -39,7 +41,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import Select
 
-from app.db import SQLITE_BUSY_TIMEOUT_MS, configure_sqlite_connection, sqlite_path
+from app.db import SQLITE_BUSY_TIMEOUT_MS, PoolSettings, configure_sqlite_connection, sqlite_path
+
+if TYPE_CHECKING:
+    from app.postgres_units import PostgresUnits
 
 T = TypeVar("T")
 Processor = Callable[[Any], Any] | None
@@ -357,7 +362,8 @@ def _run_core(work: Work[T]) -> Callable[[Connection], T]:
 class Transactions:
     """Runs units of work: `write` in one transaction, `read` without one."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pool: PoolSettings | None = None) -> None:
+        """`pool`: the limits of a server database's connections (Settings' defaults if None)."""
         self._engine = engine
         # A read of one statement needs no transaction: on asyncpg that saves the BEGIN and
         # ROLLBACK round trips.
@@ -373,11 +379,19 @@ class Transactions:
             dialect = engine.dialect
             self._writer = _SqliteThread(path, dialect, name="passgate-db-write", writer=True)
             self._reader = _SqliteThread(path, dialect, name="passgate-db-read", writer=False)
+        self._postgres: PostgresUnits | None = None
+        if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+            # Imported here: app.postgres_units builds on this module's Prepared and Result.
+            from app.postgres_units import PostgresUnits
+
+            self._postgres = PostgresUnits(engine.url, engine.dialect, pool or PoolSettings())
 
     async def write(self, work: Work[T]) -> T:
         """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
         if self._writer is not None:
             return await self._writer.run(work)
+        if self._postgres is not None:
+            return await self._postgres.write(work)
         async with self._engine.begin() as connection:
             return await connection.run_sync(_run_core(work))
 
@@ -385,6 +399,8 @@ class Transactions:
         """Run `work`, which only reads."""
         if self._reader is not None:
             return await self._reader.run(work)
+        if self._postgres is not None:
+            return await self._postgres.read(work)
         async with self._autocommit.connect() as connection:
             return await connection.run_sync(_run_core(work))
 
@@ -442,3 +458,5 @@ class Transactions:
         for thread in (self._writer, self._reader):
             if thread is not None:
                 await thread.close()
+        if self._postgres is not None:
+            await self._postgres.close()

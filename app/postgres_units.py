@@ -1,0 +1,170 @@
+"""The hot paths' units of work on PostgreSQL: asyncpg connections of their own, no engine.
+
+Through the engine's pool every unit cost about 0.9 ms of event-loop CPU, measured in-process
+per bearer check: the checkout, its pre-ping round trip, `AsyncConnection.run_sync`, Core's
+execution and result machinery, and the pool's reset at check-in. With PostgreSQL on its own
+core (`make bench`), that CPU is what capped W1 and what the hashing threads lacked in W3. Here
+a unit runs on a connection from an asyncpg pool of its own, executing each `Prepared`
+statement as asyncpg's cached server-side prepared statement: about 0.15 ms a bearer check.
+
+What the engine's pool did for outages, and how it is done here:
+
+- pre-ping: a server that stops or restarts ends its backends, and asyncpg sees the socket
+  close and marks the connection closed; the pool reconnects a closed connection when it is
+  next acquired. A read that still meets a connection lost under it is tried once more on a
+  fresh connection (it changes nothing, so the retry is safe); a write is not (its COMMIT may
+  have been applied), it answers 503 like any unavailable database.
+- timeouts: the same connect timeout, server-side statement timeout and client command
+  timeout (app.db.postgres_connect_args), and the pool's wait for a free connection.
+- errors: asyncpg's exceptions become SQLAlchemy's classes (IntegrityError for a unique index,
+  OperationalError for a connection lost or a server away), never with the parameters in their
+  text, so callers and the 503 handler treat them as the engine's own.
+
+The units stay plain functions (as on SQLite's thread): they run in a greenlet, as under
+`run_sync`, and each statement awaits asyncpg from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import (
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.util.concurrency import await_, greenlet_spawn
+
+from app.db import UNAVAILABLE_SQLSTATE_PREFIXES, PoolSettings, postgres_connect_args
+from app.transactions import Prepared, Result
+
+T = TypeVar("T")
+Work = Callable[[Any], T]
+
+# SQLAlchemy's own URL options that asyncpg.connect does not take.
+_SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size",)
+
+
+def database_error(sql: str, exc: Exception, connection_lost: bool) -> DBAPIError:
+    """The SQLAlchemy exception the engine would have raised for asyncpg's `exc`."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    kind: type[DBAPIError]
+    if connection_lost or sqlstate.startswith(UNAVAILABLE_SQLSTATE_PREFIXES):
+        kind = OperationalError
+    elif isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        kind = IntegrityError
+    elif isinstance(exc, asyncpg.SyntaxOrAccessError):
+        kind = ProgrammingError
+    elif isinstance(exc, asyncpg.InterfaceError):
+        kind = InterfaceError
+    else:
+        kind = DatabaseError
+    return kind(sql, None, exc, hide_parameters=True, connection_invalidated=connection_lost)
+
+
+def _changed_rows(status: str) -> int:
+    """The row count of a command tag: 'UPDATE 3', 'DELETE 0', 'INSERT 0 1'."""
+    count = status.rsplit(" ", 1)[-1]
+    return int(count) if count.isdigit() else -1
+
+
+class _AsyncpgStatements:
+    """`Statements` on one asyncpg connection, called from the unit's greenlet."""
+
+    def __init__(self, connection: asyncpg.Connection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
+
+    def execute(self, prepared: Prepared, params: dict[str, Any] | None = None) -> Result:
+        compiled = prepared.compiled_for(self._dialect)
+        arguments = compiled.arguments(params or {})
+        try:
+            if compiled.row_type is None:
+                status = await_(self._connection.execute(compiled.sql, *arguments))
+                return Result([], _changed_rows(status))
+            raw_rows = await_(self._connection.fetch(compiled.sql, *arguments))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise database_error(compiled.sql, exc, self._connection.is_closed()) from exc
+        return Result([compiled.row(raw) for raw in raw_rows], len(raw_rows))
+
+
+async def _rollback_if_open(connection: asyncpg.Connection) -> None:
+    """The pool's reset: the units leave no session state, only ever an unfinished transaction.
+
+    asyncpg's default reset (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
+    at every release, for state these connections never have.
+    """
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
+class PostgresUnits:
+    """Runs units of work on an asyncpg pool: `write` in a transaction, `read` without one."""
+
+    def __init__(self, url: URL, dialect: Dialect, pool: PoolSettings) -> None:
+        _, options = dialect.create_connect_args(url)
+        for name in _SQLALCHEMY_ONLY_OPTIONS:
+            options.pop(name, None)
+        self._connect_options = {**options, **postgres_connect_args(pool)}
+        self._dialect = dialect
+        self._settings = pool
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    async def _acquire_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    # min_size 0: nothing connects until a unit needs it, so a service that
+                    # starts while the database is away starts, and answers 503 until it is back.
+                    self._pool = await asyncpg.create_pool(
+                        min_size=0,
+                        max_size=self._settings.size,
+                        max_inactive_connection_lifetime=self._settings.recycle_seconds,
+                        reset=_rollback_if_open,
+                        **self._connect_options,
+                    )
+        return self._pool
+
+    async def _run(self, work: Work[T], *, transaction: bool) -> T:
+        pool = await self._acquire_pool()
+        try:
+            connection = await pool.acquire(timeout=self._settings.timeout_seconds)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # A server starting, stopping or full answers with its SQLSTATE: 503 by that.
+            raise database_error("connect", exc, connection_lost=False) from exc
+        try:
+            statements = _AsyncpgStatements(connection, self._dialect)
+            if not transaction:
+                return await greenlet_spawn(work, statements)
+            try:
+                async with connection.transaction():
+                    return await greenlet_spawn(work, statements)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # BEGIN or COMMIT
+                raise database_error("BEGIN/COMMIT", exc, connection.is_closed()) from exc
+        finally:
+            await pool.release(connection)
+
+    async def write(self, work: Work[T]) -> T:
+        return await self._run(work, transaction=True)
+
+    async def read(self, work: Work[T]) -> T:
+        try:
+            return await self._run(work, transaction=False)
+        except OperationalError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The connection died under the read (a restarted server): once more, on a new one.
+        return await self._run(work, transaction=False)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
