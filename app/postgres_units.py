@@ -12,8 +12,9 @@ What the engine's pool did for outages, and how it is done here:
 - pre-ping: a server that stops or restarts ends its backends, and asyncpg sees the socket
   close and marks the connection closed; the pool reconnects a closed connection when it is
   next acquired. A read that still meets a connection lost under it is tried once more on a
-  fresh connection (it changes nothing, so the retry is safe); a write is not (its COMMIT may
-  have been applied), it answers 503 like any unavailable database.
+  fresh connection (it changes nothing, so the retry is safe), and so is a write whose
+  connection was found dead at BEGIN; a write that lost its connection later is not (its
+  COMMIT may have been applied): it answers 503 like any unavailable database.
 - timeouts: the same connect timeout, server-side statement timeout and client command
   timeout (app.db.postgres_connect_args), and the pool's wait for a free connection.
 - errors: asyncpg's exceptions become SQLAlchemy's classes (IntegrityError for a unique index,
@@ -27,6 +28,7 @@ The units stay plain functions (as on SQLite's thread): they run in a greenlet, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -50,6 +52,8 @@ Work = Callable[[Any], T]
 
 # SQLAlchemy's own URL options that asyncpg.connect does not take.
 _SQLALCHEMY_ONLY_OPTIONS = ("prepared_statement_cache_size",)
+_ASYNCPG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_BEGIN = "BEGIN"
 
 
 def database_error(sql: str, exc: Exception, connection_lost: bool) -> DBAPIError:
@@ -90,7 +94,7 @@ class _AsyncpgStatements:
                 status = await_(self._connection.execute(compiled.sql, *arguments))
                 return Result([], _changed_rows(status))
             raw_rows = await_(self._connection.fetch(compiled.sql, *arguments))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _ASYNCPG_ERRORS as exc:
             raise database_error(compiled.sql, exc, self._connection.is_closed()) from exc
         return Result([compiled.row(raw) for raw in raw_rows], len(raw_rows))
 
@@ -103,6 +107,30 @@ async def _rollback_if_open(connection: asyncpg.Connection) -> None:
     """
     if connection.is_in_transaction():
         await connection.execute("ROLLBACK")
+
+
+async def _in_transaction(
+    connection: asyncpg.Connection, work: Work[T], statements: _AsyncpgStatements
+) -> T:
+    transaction = connection.transaction()
+    try:
+        await transaction.start()
+    except _ASYNCPG_ERRORS as exc:
+        raise database_error(_BEGIN, exc, connection.is_closed()) from exc
+    try:
+        result = await greenlet_spawn(work, statements)
+    except BaseException:
+        # The unit's own error is the one to report; a connection that cannot even roll back
+        # is closed, or rolled back by the pool's reset at release.
+        with contextlib.suppress(*_ASYNCPG_ERRORS, OSError):
+            if not connection.is_closed():
+                await transaction.rollback()
+        raise
+    try:
+        await transaction.commit()
+    except _ASYNCPG_ERRORS as exc:
+        raise database_error("COMMIT", exc, connection.is_closed()) from exc
+    return result
 
 
 class PostgresUnits:
@@ -137,22 +165,24 @@ class PostgresUnits:
         pool = await self._acquire_pool()
         try:
             connection = await pool.acquire(timeout=self._settings.timeout_seconds)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _ASYNCPG_ERRORS as exc:
             # A server starting, stopping or full answers with its SQLSTATE: 503 by that.
             raise database_error("connect", exc, connection_lost=False) from exc
         try:
             statements = _AsyncpgStatements(connection, self._dialect)
             if not transaction:
                 return await greenlet_spawn(work, statements)
-            try:
-                async with connection.transaction():
-                    return await greenlet_spawn(work, statements)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # BEGIN or COMMIT
-                raise database_error("BEGIN/COMMIT", exc, connection.is_closed()) from exc
+            return await _in_transaction(connection, work, statements)
         finally:
             await pool.release(connection)
 
     async def write(self, work: Work[T]) -> T:
+        try:
+            return await self._run(work, transaction=True)
+        except OperationalError as exc:
+            # Only a connection found dead at BEGIN is safe to try again: nothing was sent.
+            if not (exc.connection_invalidated and exc.statement == _BEGIN):
+                raise
         return await self._run(work, transaction=True)
 
     async def read(self, work: Work[T]) -> T:
