@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from app.config import Settings, describe_validation_error
-from app.db import sqlite_path
+from app.db import enable_wal, sqlite_path
 from app.files import prepare_sqlite_database
 from app.logs import configure_logging
 from app.migrate import POSTGRES_MIGRATION_LOCK_KEY, sqlite_migration_lock
@@ -103,6 +103,10 @@ def run_migrations_online() -> None:
             # Before the migration's engine creates the database with SQLite's default mode.
             prepare_sqlite_database(Path(database))
         with sqlite_migration_lock(url):
+            if database is not None:
+                # Once, under the lock, before the service opens its connections: they no
+                # longer switch the file's mode themselves (app/db.py, enable_wal).
+                enable_wal(database)
             asyncio.run(run_async_migrations(url, connect_timeout))
     except Exception as exc:
         message = explain_database_error(exc, url, connect_timeout) if COMMAND_LINE else None

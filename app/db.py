@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +81,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# WAL lets readers work while one writer writes; the busy timeout makes a second writer
-# wait for the lock instead of failing; foreign keys are off by default in SQLite and
-# ON DELETE CASCADE needs them. NORMAL is durable across application crashes (kill -9) in
-# WAL mode, though not across a power loss of the machine.
+# Every connection's own settings, none of which touches the file (so none can meet a lock):
+# the busy timeout first, which makes a second writer wait for the lock instead of failing;
+# foreign keys are off by default in SQLite and ON DELETE CASCADE needs them; NORMAL is durable
+# across application crashes (kill -9) in WAL mode, though not across a power loss of the
+# machine. WAL itself is a property of the file, set once by enable_wal.
 SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
@@ -109,6 +110,25 @@ def configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+
+
+def enable_wal(database: str | Path) -> str:
+    """Put a SQLite file in WAL mode (readers work while one writer writes); the mode it is in.
+
+    Once per file, not per connection: the mode is stored in the file, and switching to it
+    takes an exclusive lock. Connections that each asked for it as they opened a fresh database
+    together made SQLite answer one of them "database is locked" at once, busy timeout or not
+    (it does not wait where waiting could deadlock). The migration asks under its lock, before
+    any other connection exists (alembic/env.py). Blocking: call it outside the event loop.
+    """
+    prepare_sqlite_database(Path(database))  # private before SQLite may create it
+    connection = sqlite3.connect(
+        database, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
+    )
+    try:
+        return str(connection.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+    finally:
+        connection.close()
 
 
 def sqlite_path(url: str | URL) -> str | None:

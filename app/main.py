@@ -24,6 +24,7 @@ from app.audit import configure_audit_log
 from app.config import Settings, describe_validation_error, load_or_create_secret_key
 from app.db import (
     PoolSettings,
+    enable_wal,
     is_database_unavailable,
     make_engine,
     make_sessionmaker,
@@ -161,6 +162,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upgrade_to_head(
             settings.database_url, connect_timeout=settings.db_connect_timeout_seconds
         )
+    elif (database := sqlite_path(settings.database_url)) is not None:
+        # Migrated by `alembic upgrade head` (which set WAL) or by the process that started
+        # this worker: normally a read that finds WAL set; a file that is not yet gets it here,
+        # once, instead of in every connection as it opens.
+        await asyncio.to_thread(enable_wal, database)
     warn_if_database_exposed(settings.database_url)
     app.state.engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
