@@ -26,7 +26,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
-SCREENSHOTS = Path(__file__).parent / "screenshots"
+# The pictures the docs show: the browser tests take them, the site serves them from here.
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -83,5 +84,5 @@ def origin(url: str) -> str:
 
 
 def update_screenshots() -> bool:
-    """`UPDATE_SCREENSHOT=1` rewrites the screenshots in tests/screenshots (docs show them)."""
+    """`UPDATE_SCREENSHOT=1` rewrites the screenshots in docs/images, the only copy."""
     return os.environ.get("UPDATE_SCREENSHOT") == "1"

@@ -4,7 +4,7 @@ The first tests watch what the pages do with any token; the last ones follow lin
 mail: a service process delivering to an aiosmtpd server, as a person would receive them.
 
 Chromium and Playwright as tests/browser.py describes; without them the tests skip.
-`UPDATE_SCREENSHOT=1` rewrites tests/screenshots/password-reset.png (docs/recovery-pages.md).
+`UPDATE_SCREENSHOT=1` rewrites docs/images/password-reset.png (docs/recovery-pages.md shows it).
 """
 
 from __future__ import annotations
