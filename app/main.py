@@ -185,7 +185,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
     # Last: everything start-up built lives as long as the process (see app/heap.py).
-    freeze_startup_objects()
+    await freeze_startup_objects(app)
     try:
         yield
     finally:
