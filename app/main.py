@@ -112,11 +112,10 @@ def describe_mail(settings: Settings) -> str:
     """
     if settings.smtp_host is None:
         return f"no SMTP_HOST: .eml files in {settings.outbox_dir.resolve()}"
-    login = "login" if settings.smtp_username else "no login"
-    return (
-        f"SMTP {settings.smtp_host}:{settings.smtp_port} "
-        f"({_SMTP_TLS_WORDS[settings.smtp_tls]}, {login})"
-    )
+    how = [_SMTP_TLS_WORDS[settings.smtp_tls], "login" if settings.smtp_username else "no login"]
+    if settings.smtp_ca_file is not None and settings.smtp_tls != "none":
+        how.append(f"CAs also from {settings.smtp_ca_file}")
+    return f"SMTP {settings.smtp_host}:{settings.smtp_port} ({', '.join(how)})"
 
 
 def log_startup(settings: Settings, keys: TokenKeys) -> None:

@@ -61,6 +61,15 @@ class _Handler:
     def __init__(self, server: MailServer) -> None:
         self._server = server
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusal = self._server.refusals.get(address)
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content
         assert isinstance(content, bytes)
@@ -74,16 +83,25 @@ class _Handler:
 
 
 class MailServer:
-    """An SMTP server on a port of the OS's choosing; `start` may come later than the port."""
+    """An SMTP server on a port of the OS's choosing; `start` may come later than the port.
 
-    def __init__(self, port: int | None = None) -> None:
+    `controller_options` go to aiosmtpd's Controller and SMTP: `tls_context` with
+    `require_starttls` for STARTTLS, `ssl_context` for implicit TLS, `authenticator`.
+    `refusals` maps a recipient to the reply its RCPT TO gets instead of 250.
+    """
+
+    def __init__(self, port: int | None = None, **controller_options: Any) -> None:
         self.port = port or free_port()
         self.received: list[Captured] = []
+        self.refusals: dict[str, str] = {}
         self.lock = threading.Lock()
+        self._options = controller_options
         self._controller: Controller | None = None
 
     def start(self) -> None:
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, **self._options
+        )
         self._controller.start()
 
     def stop(self) -> None:

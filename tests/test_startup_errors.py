@@ -352,3 +352,20 @@ def test_a_server_that_never_answers_is_one_line_after_the_connect_timeout(
         "(DB_CONNECT_TIMEOUT_SECONDS); are the host and port right, and does a firewall let "
         "the connection through?"
     )
+
+
+def test_an_smtp_ca_file_that_is_not_one_is_one_line(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+
+    missing = one_line(serve(tmp_path, SMTP_CA_FILE=str(tmp_path / "nowhere.pem")))
+    empty = one_line(serve(tmp_path, SMTP_CA_FILE=str(not_pem)))
+
+    assert missing == (
+        f"passgate: invalid configuration: SMTP_CA_FILE: cannot read {tmp_path / 'nowhere.pem'} "
+        "(No such file or directory)"
+    )
+    assert (
+        empty
+        == f"passgate: invalid configuration: SMTP_CA_FILE: {not_pem} holds no PEM certificate"
+    )

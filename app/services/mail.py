@@ -19,6 +19,7 @@ import email.policy
 import logging
 import os
 import random
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, replace
@@ -456,6 +457,9 @@ class Mailer:
             # True, not None ("if offered"): a server that stops offering STARTTLS must not
             # receive the password and the links in clear.
             start_tls=settings.smtp_tls == "starttls",
+            # Verified against the system's CAs and these (SMTP_CA_FILE); aiosmtplib checks the
+            # certificate and the host name by default (validate_certs), and it stays so.
+            cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
             timeout=settings.smtp_timeout_seconds,
         )
         # The whole exchange stays well inside the claim, so no other process takes the mail
@@ -468,7 +472,10 @@ class Mailer:
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 client.close()
                 if all(refusal.code >= 500 for refusal in exc.recipients):
-                    raise PermanentFailure(f"recipient refused: {exc.recipients[0].code}") from None
+                    refusal = exc.recipients[0]
+                    raise PermanentFailure(
+                        f"recipient refused: {refusal.code} {redact_addresses(refusal.message)}"
+                    ) from None
                 raise
             except BaseException:
                 # Closed at once, not with QUIT: on cancellation (shutdown) nothing may wait.
@@ -543,10 +550,23 @@ def _why_not_send(mail: ClaimedMail, user: Any) -> str | None:
     return None
 
 
+# Anything shaped like an address in a mail server's words ("550 5.1.1 <ada@example.com>:
+# Recipient address rejected"), aiosmtplib's (a refusal lists its recipients) or an OS error's.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@[^\s<>()\[\],;:\"'@]+")
+
+
+def redact_addresses(text: str) -> str:
+    """The text with every mail address replaced: log lines and outbox rows outlive the account
+    and are read by operators, so they name a mail by its id, never by whom it was for."""
+    return _ADDRESS.sub("[address]", text)
+
+
 def _describe(exc: BaseException) -> str:
     """An error for the log and the outbox row: the SMTP reply or the exception's kind."""
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return f"{type(exc).__name__}: {exc.code} {exc.message}"[:MAX_ERROR_LENGTH]
-    if isinstance(exc, TimeoutError):
-        return "TimeoutError: no answer in time"
-    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+        text = f"{type(exc).__name__}: {exc.code} {exc.message}"
+    elif isinstance(exc, TimeoutError):
+        text = "TimeoutError: no answer in time"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return redact_addresses(text)[:MAX_ERROR_LENGTH]
