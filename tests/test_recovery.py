@@ -21,6 +21,7 @@ from app.models import OneTimeToken
 from tests.conftest import DEFAULT_PASSWORD, bearer, login, new_user, refresh, signup
 from tests.conftest import test_settings as make_settings
 from tests.mail import MailServer
+from tests.test_mfa import Clock, code_at, enrol, otp_step
 
 NEW_PASSWORD = "a-brand-new-passphrase-42"
 RESET = "Reset your"
@@ -133,6 +134,27 @@ async def test_password_reset_through_the_mailed_link(client, mail_server):
     assert me.json()["email_verified"] is True
     [notice] = await mail_server.wait_for("ada@example.com", subject="password was reset")
     assert "#token=" not in notice.text
+
+
+async def test_a_password_reset_leaves_the_second_factor_on(app, client, mail_server):
+    # Whoever reads the mailbox gets the first factor only: the reset must not turn the
+    # second one off, and the new password alone must not log in.
+    clock = Clock(dt.datetime.now(dt.UTC))
+    app.state.clock = clock
+    user = await enrol(client, await new_user(client, email="ada@example.com"), clock)
+
+    assert (
+        await confirm_reset(client, await reset_token(client, mail_server, "ada@example.com"))
+    ).status_code == 204
+
+    step = await login(client, "ada@example.com", NEW_PASSWORD)
+    assert step.status_code == 403, step.text
+    assert "access_token" not in step.json() and "refresh_token" not in step.json()
+    tokens = await otp_step(client, step.json()["mfa_token"], code_at(user["secret"], clock.now))
+    assert tokens.status_code == 200, tokens.text
+    status = await client.get("/users/me/mfa", headers=bearer(tokens.json()["access_token"]))
+    # The recovery codes too: all ten are still there.
+    assert status.json() == {"totp_enabled": True, "recovery_codes_left": 10}
 
 
 async def test_a_reset_token_works_once(client, mail_server):
