@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import email
+import email.errors
 import email.policy
 import logging
 import os
@@ -23,7 +24,6 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass, replace
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from enum import StrEnum
@@ -39,6 +39,7 @@ from app.config import Settings
 from app.db import utcnow
 from app.files import create_private_file, make_private_dir
 from app.metrics import EMAIL_OUTBOX_PENDING, count_email
+from app.mime import MimeWriter
 from app.models import OneTimeToken, OutboxMail, User, uuid7
 from app.security import hash_refresh_token
 from app.transactions import Prepared, Statements, Transactions
@@ -72,10 +73,16 @@ SUBJECTS = {
 
 # How long after a reset or verification request the sender looks for its mail.
 WAKE_SOON_SECONDS = (0.05, 0.5)
+# How long after any other request that queued mail (signup, address change...).
+WAKE_BATCH_SECONDS = 0.05
 # Seconds a shutdown waits for the mail being sent before cutting it off.
 STOP_GRACE_SECONDS = 2.0
 # Longest error text kept in the outbox row.
 MAX_ERROR_LENGTH = 500
+# How an EmailMessage is written to a file: UTF-8 headers, so an address reads as typed.
+FILE_POLICY = email.policy.default.clone(utf8=True)
+# Mails claimed, written and recorded together when they go to .eml files.
+FILE_BATCH = 32
 
 INSERT_MAIL = Prepared.insert(OutboxMail.__table__)
 
@@ -246,23 +253,33 @@ def token_lifetime(settings: Settings, kind: MailKind) -> int:
     return settings.email_verification_ttl_seconds
 
 
-def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -> EmailMessage:
-    """The message for a claimed, composed mail: a text part and an HTML alternative."""
-    context: dict[str, Any] = {
+def _context(settings: Settings, mail: ClaimedMail) -> dict[str, Any]:
+    return {
         "product_name": settings.product_name,
         "public_url": settings.public_url,
         "name": mail.name,
         "link": link_for(settings, mail.kind, mail.token) if mail.token else None,
         "lifetime": _lifetime_text(token_lifetime(settings, mail.kind)),
     }
-    text, html = templates.render(mail.kind, context)
+
+
+def message_id_domain(settings: Settings) -> str:
+    return parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
+
+
+def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -> EmailMessage:
+    """The message for a claimed, composed mail, through `email.message`: a text part and an
+    HTML alternative. For the addresses `MimeWriter` does not write (see `compose`)."""
+    text, html = templates.render(mail.kind, _context(settings, mail))
     message = EmailMessage()
     message["Subject"] = SUBJECTS[mail.kind].format(product=settings.product_name)
     message["From"] = settings.mail_from
-    message["To"] = Address(display_name="", addr_spec=mail.recipient)
+    # As text, not Address(addr_spec=...): that raises for a local part beyond ASCII, which
+    # email-validator accepts (RFC 6531); a file then holds it in UTF-8 (FILE_POLICY), and
+    # aiosmtplib asks the server for SMTPUTF8.
+    message["To"] = mail.recipient
     message["Date"] = format_datetime(utcnow())
-    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
-    message["Message-ID"] = make_msgid(domain=domain)
+    message["Message-ID"] = make_msgid(domain=message_id_domain(settings))
     # RFC 3834: a machine sent this; auto-responders should not answer it.
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text)
@@ -270,13 +287,36 @@ def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -
     return message
 
 
-def _readable(message: EmailMessage) -> EmailMessage:
-    """A copy whose text parts are plain 8-bit UTF-8, not quoted-printable.
+def compose(
+    settings: Settings,
+    templates: Templates,
+    writer: MimeWriter,
+    mail: ClaimedMail,
+    *,
+    for_file: bool,
+) -> bytes | EmailMessage:
+    """The message as bytes (app/mime.py: the usual case, cheap), or as an EmailMessage for a
+    recipient address that needs email.message's encoding.
 
-    Over SMTP the parts stay 7-bit safe for any server. A file is read by people, with `cat` or
-    an editor, and quoted-printable splits the link they are meant to copy (`#token=3D...` and a
-    soft line break in the middle of the token).
+    `for_file`: the parts are plain 8-bit UTF-8, so a person reading the .eml file with `cat`
+    or an editor gets the link whole (quoted-printable would split it and write `#token=3D`).
+    Over SMTP they are quoted-printable, 7-bit safe for any server.
     """
+    if not writer.can_write(mail.recipient):
+        message = build_message(settings, templates, mail)
+        return _readable(message) if for_file else message
+    text, html = templates.render(mail.kind, _context(settings, mail))
+    return writer.write(
+        subject=SUBJECTS[mail.kind].format(product=settings.product_name),
+        recipient=mail.recipient,
+        text=text,
+        html=html,
+        eight_bit=for_file,
+    )
+
+
+def _readable(message: EmailMessage) -> EmailMessage:
+    """A copy whose text parts are plain 8-bit UTF-8, not quoted-printable (see `compose`)."""
     copy = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
     assert isinstance(copy, EmailMessage)
     for part in copy.walk():
@@ -286,7 +326,7 @@ def _readable(message: EmailMessage) -> EmailMessage:
     return copy
 
 
-def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
+def write_eml(folder: Path, mail: ClaimedMail, message: bytes | EmailMessage) -> Path:
     """Write the message to `folder` as one .eml file, complete or not at all; its path.
 
     The folder (and any parent made for it) is 0700 and the file 0600 whatever the umask
@@ -300,7 +340,7 @@ def write_eml(folder: Path, mail: ClaimedMail, message: EmailMessage) -> Path:
     if fd is None:  # a name with 32 random bits in it: nobody else's
         raise FileExistsError(draft)
     with os.fdopen(fd, "wb") as file:
-        file.write(_readable(message).as_bytes())
+        file.write(message if isinstance(message, bytes) else message.as_bytes(policy=FILE_POLICY))
         file.flush()
         os.fsync(file.fileno())
     os.replace(draft, path)
@@ -318,12 +358,26 @@ class Mailer:
         self._settings = settings
         self._db = db
         self._templates = Templates()
+        self._writer = MimeWriter(settings.mail_from, message_id_domain(settings))
         self._wakeup = asyncio.Event()
+        self._wake_pending = False  # a wake() timer is running
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def wake(self) -> None:
-        """A mail was queued: look now instead of at the next poll."""
+        """A mail was queued: look in a moment instead of at the next poll.
+
+        The moment (WAKE_BATCH_SECONDS) lets the mail of requests answered together go out
+        together, in one claiming and one recording transaction: during a burst of signups a
+        mail per request cost those requests' hashing threads a core's share.
+        """
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        asyncio.get_running_loop().call_later(WAKE_BATCH_SECONDS, self._wake_now)
+
+    def _wake_now(self) -> None:
+        self._wake_pending = False
         self._wakeup.set()
 
     def wake_soon(self) -> None:
@@ -364,40 +418,49 @@ class Mailer:
                 waiter.cancel()
             self._wakeup.clear()
 
+    def _batch_size(self) -> int:
+        # Over SMTP each mail has its own claim and its own time budget within it (see
+        # _deliver), so mails go one at a time. Files are written in a moment: a batch shares
+        # one claiming transaction, one trip to a thread and one recording transaction.
+        return 1 if self._settings.smtp_host is not None else FILE_BATCH
+
     async def send_next(self) -> bool:
-        """Claim, compose and deliver one due mail; False when none is due."""
-        mail = await self._claim_and_compose()
-        if mail is None:
+        """Claim, compose and deliver the due mail (a batch of it for files); False when none
+        is due."""
+        mails = await self._claim_and_compose(self._batch_size())
+        if not mails:
             return False
-        if mail.skipped is not None:
-            await self._record(MARK_FAILED, mail, error=f"not sent: {mail.skipped}")
-            logger.info("mail %s (%s) not sent: %s", mail.id, mail.kind, mail.skipped)
-            return True
-        message = build_message(self._settings, self._templates, mail)
-        try:
-            where = await self._deliver(mail, message)
-        except PermanentFailure as exc:
-            count_email(str(mail.kind), "failed")
-            await self._record(MARK_FAILED, mail, error=str(exc))
-            logger.warning("mail %s (%s) refused for good: %s", mail.id, mail.kind, exc)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            count_email(str(mail.kind), "failed")
-            await self._failed(mail, _describe(exc))
-        else:
-            count_email(str(mail.kind), "sent")
-            await self._record(MARK_SENT, mail)
-            if where is not None:
-                logger.info("mail %s (%s) written to %s", mail.id, mail.kind, where)
+        outcomes: list[_Outcome] = []
+        sending = []
+        for mail in mails:
+            if mail.skipped is None:
+                sending.append(mail)
             else:
-                logger.info("mail %s (%s) sent", mail.id, mail.kind)
+                outcomes.append(
+                    _Outcome(
+                        MARK_FAILED,
+                        mail,
+                        f"not sent: {mail.skipped}",
+                        logging.INFO,
+                        f"mail {mail.id} ({mail.kind}) not sent: {mail.skipped}",
+                    )
+                )
+        if self._settings.smtp_host is None:
+            outcomes += await self._write_files(sending)
+        else:
+            for mail in sending:
+                outcomes.append(await self._send(mail))
+        await self._record(outcomes)
+        for outcome in outcomes:
+            logger.log(outcome.log_level, "%s", outcome.log_line)
         return True
 
-    async def _claim_and_compose(self) -> ClaimedMail | None:
+    async def _claim_and_compose(self, batch: int) -> list[ClaimedMail]:
         now = utcnow()
         settings = self._settings
         claim = {"now": now, "until": now + dt.timedelta(seconds=settings.mail_claim_seconds)}
 
-        def claim_and_compose(statements: Statements) -> ClaimedMail | None:
+        def claim_one(statements: Statements) -> ClaimedMail | None:
             row = statements.execute(CLAIM_MAIL, claim).one_or_none()
             if row is None:
                 return None
@@ -438,12 +501,82 @@ class Mailer:
                 )
             return replace(mail, name=user.name, token=token)
 
+        def claim_and_compose(statements: Statements) -> list[ClaimedMail]:
+            mails: list[ClaimedMail] = []
+            while len(mails) < batch and (mail := claim_one(statements)) is not None:
+                mails.append(mail)
+            return mails
+
         return await self._db.write(claim_and_compose)
 
-    async def _deliver(self, mail: ClaimedMail, message: EmailMessage) -> Path | None:
+    async def _write_files(self, mails: list[ClaimedMail]) -> list[_Outcome]:
+        """Each mail into its .eml file (all of them in one trip to a thread)."""
+        if not mails:
+            return []
         settings = self._settings
-        if settings.smtp_host is None:
-            return await asyncio.to_thread(write_eml, settings.outbox_dir, mail, message)
+        outcomes = []
+        ready = []
+        for mail in mails:
+            try:
+                message = compose(settings, self._templates, self._writer, mail, for_file=True)
+            except _UNCOMPOSABLE as exc:
+                outcomes.append(_uncomposable(mail, exc))
+            else:
+                ready.append((mail, message))
+
+        def write_all() -> list[Path | OSError]:
+            written: list[Path | OSError] = []
+            for mail, message in ready:
+                try:
+                    written.append(write_eml(settings.outbox_dir, mail, message))
+                except OSError as exc:  # a full disk fails this mail, to be retried
+                    written.append(exc)
+            return written
+
+        results = await asyncio.to_thread(write_all) if ready else []
+        for (mail, _), where in zip(ready, results, strict=True):
+            if isinstance(where, OSError):
+                count_email(str(mail.kind), "failed")
+                outcomes.append(self._failed(mail, _describe(where)))
+            else:
+                count_email(str(mail.kind), "sent")
+                outcomes.append(
+                    _Outcome(
+                        MARK_SENT,
+                        mail,
+                        "",
+                        logging.INFO,
+                        f"mail {mail.id} ({mail.kind}) written to {where}",
+                    )
+                )
+        return outcomes
+
+    async def _send(self, mail: ClaimedMail) -> _Outcome:
+        """One mail over SMTP."""
+        try:
+            message = compose(self._settings, self._templates, self._writer, mail, for_file=False)
+        except _UNCOMPOSABLE as exc:
+            return _uncomposable(mail, exc)
+        try:
+            await self._deliver(mail, message)
+        except PermanentFailure as exc:
+            count_email(str(mail.kind), "failed")
+            return _Outcome(
+                MARK_FAILED,
+                mail,
+                str(exc),
+                logging.WARNING,
+                f"mail {mail.id} ({mail.kind}) refused for good: {exc}",
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            count_email(str(mail.kind), "failed")
+            return self._failed(mail, _describe(exc))
+        count_email(str(mail.kind), "sent")
+        return _Outcome(MARK_SENT, mail, "", logging.INFO, f"mail {mail.id} ({mail.kind}) sent")
+
+    async def _deliver(self, mail: ClaimedMail, message: bytes | EmailMessage) -> None:
+        settings = self._settings
+        assert settings.smtp_host is not None
         client = aiosmtplib.SMTP(
             hostname=settings.smtp_host,
             port=settings.smtp_port,
@@ -468,7 +601,11 @@ class Mailer:
         async with asyncio.timeout(budget):
             await client.connect(timeout=settings.smtp_connect_timeout_seconds)
             try:
-                await client.send_message(message)
+                if isinstance(message, bytes):
+                    sender = parseaddr(settings.mail_from)[1]
+                    await client.sendmail(sender, [mail.recipient], message)
+                else:
+                    await client.send_message(message)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 client.close()
                 if all(refusal.code >= 500 for refusal in exc.recipients):
@@ -483,45 +620,77 @@ class Mailer:
                 raise
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await client.quit()
-        return None
 
-    async def _failed(self, mail: ClaimedMail, error: str) -> None:
+    def _failed(self, mail: ClaimedMail, error: str) -> _Outcome:
+        """Retried later with backoff, or given up on once retries would run past the window."""
         now = utcnow()
         settings = self._settings
         delay = retry_delay(settings, mail.attempts)
         if (now - mail.created_at).total_seconds() + delay > settings.mail_retry_for_seconds:
-            await self._record(MARK_FAILED, mail, error=error)
-            logger.warning(
-                "mail %s (%s) not delivered after %d attempts, giving up: %s",
-                mail.id,
-                mail.kind,
-                mail.attempts,
+            return _Outcome(
+                MARK_FAILED,
+                mail,
                 error,
+                logging.WARNING,
+                f"mail {mail.id} ({mail.kind}) not delivered after {mail.attempts} attempts, "
+                f"giving up: {error}",
             )
-            return
-        due_at = now + dt.timedelta(seconds=delay)
-        params = {"mail_id": mail.id, "next_due_at": due_at, "error": error[:MAX_ERROR_LENGTH]}
-
-        def retry_later(statements: Statements) -> None:
-            statements.execute(MARK_RETRY, params)
-
-        await self._db.write(retry_later)
-        logger.warning(
-            "mail %s (%s) not delivered (attempt %d), next try in %.0fs: %s",
-            mail.id,
-            mail.kind,
-            mail.attempts,
-            delay,
+        return _Outcome(
+            MARK_RETRY,
+            mail,
             error,
+            logging.WARNING,
+            f"mail {mail.id} ({mail.kind}) not delivered (attempt {mail.attempts}), "
+            f"next try in {delay:.0f}s: {error}",
+            next_due_at=now + dt.timedelta(seconds=delay),
         )
 
-    async def _record(self, prepared: Prepared, mail: ClaimedMail, *, error: str = "") -> None:
-        params = {"mail_id": mail.id, "now": utcnow(), "error": error[:MAX_ERROR_LENGTH]}
+    async def _record(self, outcomes: list[_Outcome]) -> None:
+        """What became of each mail of a batch, in one transaction."""
+        now = utcnow()
+        params = [
+            (
+                outcome.statement,
+                {
+                    "mail_id": outcome.mail.id,
+                    "now": now,
+                    "next_due_at": outcome.next_due_at,
+                    "error": outcome.error[:MAX_ERROR_LENGTH],
+                },
+            )
+            for outcome in outcomes
+        ]
 
         def store(statements: Statements) -> None:
-            statements.execute(prepared, params)
+            for prepared, values in params:
+                statements.execute(prepared, values)
 
         await self._db.write(store)
+
+
+# What email.message raises for a mail it cannot write (a defect is a ValueError): that mail
+# fails, the sender goes on with the others.
+_UNCOMPOSABLE = (ValueError, email.errors.MessageError)
+
+
+def _uncomposable(mail: ClaimedMail, exc: Exception) -> _Outcome:
+    count_email(str(mail.kind), "failed")
+    error = f"could not be composed: {type(exc).__name__}: {exc}"
+    return _Outcome(
+        MARK_FAILED, mail, error, logging.WARNING, f"mail {mail.id} ({mail.kind}) {error}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What became of one mail: the statement that records it, and the log line that says so."""
+
+    statement: Prepared
+    mail: ClaimedMail
+    error: str
+    log_level: int
+    log_line: str
+    next_due_at: dt.datetime | None = None
 
 
 async def update_outbox_gauge(db: Transactions) -> None:
