@@ -4,14 +4,14 @@ Through the engine's pool every unit cost about 0.9 ms of event-loop CPU, measur
 per bearer check: the checkout, its pre-ping round trip, `AsyncConnection.run_sync`, Core's
 execution and result machinery, and the pool's reset at check-in. With PostgreSQL on its own
 core (`make bench`), that CPU is what capped W1 and what the hashing threads lacked in W3. Here
-a unit runs on a connection from an asyncpg pool of its own, executing each `Prepared`
-statement as asyncpg's cached server-side prepared statement: about 0.15 ms a bearer check.
+a unit runs on an asyncpg connection of its own (a few, kept open: `_Connections`), executing
+each `Prepared` statement as asyncpg's cached server-side prepared statement.
 
 What the engine's pool did for outages, and how it is done here:
 
 - pre-ping: a server that stops or restarts ends its backends, and asyncpg sees the socket
-  close and marks the connection closed; the pool reconnects a closed connection when it is
-  next acquired. A read that still meets a connection lost under it is tried once more on a
+  close and marks the connection closed; a closed connection is never handed out again, a new
+  one is opened instead. A read that still meets a connection lost under it is tried once more on a
   fresh connection (it changes nothing, so the retry is safe), and so is a write whose
   connection was found dead at BEGIN; a write that lost its connection later is not (its
   COMMIT may have been applied): it answers 503 like any unavailable database.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -99,14 +100,75 @@ class _AsyncpgStatements:
         return Result([compiled.row(raw) for raw in raw_rows], len(raw_rows))
 
 
-async def _rollback_if_open(connection: asyncpg.Connection) -> None:
-    """The pool's reset: the units leave no session state, only ever an unfinished transaction.
+class _Connections:
+    """Up to `size` asyncpg connections, opened as needed, the most recently used reused first.
 
-    asyncpg's default reset (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
-    at every release, for state these connections never have.
+    Not asyncpg's Pool: per acquire and release it costs a proxy object, a task for
+    `wait_for`, another for `shield`, timer callbacks and a reset query, together more CPU than
+    the bearer check's query itself. Units leave no session state behind (no SET, LISTEN or
+    advisory lock; each transaction ends in COMMIT or ROLLBACK), so a connection whose unit
+    ended normally or with a server's error is handed on as it is; any other ending (cancelled,
+    timed out, connection trouble) closes it.
     """
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
+
+    def __init__(self, connect: Callable[[], Any], pool: PoolSettings) -> None:
+        self._connect = connect
+        self._wait_seconds = pool.timeout_seconds
+        self._idle_seconds = pool.recycle_seconds
+        self._slots = asyncio.Semaphore(pool.size)
+        self._idle: list[tuple[asyncpg.Connection, float]] = []
+        self._closed = False
+
+    async def acquire(self) -> asyncpg.Connection:
+        if self._slots.locked():  # all in use: wait, as long as the engine's pool would
+            async with asyncio.timeout(self._wait_seconds):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
+        try:
+            now = time.monotonic()
+            while self._idle:
+                connection, released_at = self._idle.pop()
+                if connection.is_closed():
+                    continue  # ended by the server (a restart): asyncpg saw the socket close
+                if now - released_at > self._idle_seconds:
+                    connection.terminate()  # a firewall may have dropped it silently
+                    continue
+                return connection
+            connection = await self._connect()
+            assert isinstance(connection, asyncpg.Connection)
+            return connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, connection: asyncpg.Connection, *, reusable: bool) -> None:
+        if reusable and not self._closed and not connection.is_closed():
+            if connection.is_in_transaction():  # never left so by a unit; no guessing
+                connection.terminate()
+            else:
+                self._idle.append((connection, time.monotonic()))
+        elif not connection.is_closed():
+            connection.terminate()
+        self._slots.release()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            with contextlib.suppress(*_ASYNCPG_ERRORS, OSError, TimeoutError):
+                await connection.close(timeout=2)
+
+
+def _reusable_after(exc: BaseException | None) -> bool:
+    """Whether a connection may serve the next unit after its unit ended with `exc`."""
+    if exc is None:
+        return True
+    if isinstance(exc, DBAPIError):  # the server answered with an error: the connection is fine
+        return isinstance(exc.orig, asyncpg.PostgresError) and not exc.connection_invalidated
+    # The unit's own exceptions; not a cancellation, a timeout or a socket error, which can
+    # leave a query running on the connection.
+    return isinstance(exc, Exception) and not isinstance(exc, (TimeoutError, OSError))
 
 
 async def _in_transaction(
@@ -119,10 +181,10 @@ async def _in_transaction(
         raise database_error(_BEGIN, exc, connection.is_closed()) from exc
     try:
         result = await greenlet_spawn(work, statements)
-    except BaseException:
+    except Exception:
         # The unit's own error is the one to report; a connection that cannot even roll back
-        # is closed, or rolled back by the pool's reset at release.
-        with contextlib.suppress(*_ASYNCPG_ERRORS, OSError):
+        # is closed at release. (A cancelled unit's connection is closed there, unrolled.)
+        with contextlib.suppress(*_ASYNCPG_ERRORS, OSError, TimeoutError):
             if not connection.is_closed():
                 await transaction.rollback()
         raise
@@ -134,47 +196,35 @@ async def _in_transaction(
 
 
 class PostgresUnits:
-    """Runs units of work on an asyncpg pool: `write` in a transaction, `read` without one."""
+    """Runs units of work on asyncpg connections: `write` in a transaction, `read` without one."""
 
     def __init__(self, url: URL, dialect: Dialect, pool: PoolSettings) -> None:
         _, options = dialect.create_connect_args(url)
         for name in _SQLALCHEMY_ONLY_OPTIONS:
             options.pop(name, None)
-        self._connect_options = {**options, **postgres_connect_args(pool)}
+        options.update(postgres_connect_args(pool))
         self._dialect = dialect
-        self._settings = pool
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
-
-    async def _acquire_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    # min_size 0: nothing connects until a unit needs it, so a service that
-                    # starts while the database is away starts, and answers 503 until it is back.
-                    self._pool = await asyncpg.create_pool(
-                        min_size=0,
-                        max_size=self._settings.size,
-                        max_inactive_connection_lifetime=self._settings.recycle_seconds,
-                        reset=_rollback_if_open,
-                        **self._connect_options,
-                    )
-        return self._pool
+        # Nothing connects until a unit needs it, so a service that starts while the database
+        # is away starts, and answers 503 until it is back.
+        self._connections = _Connections(lambda: asyncpg.connect(**options), pool)
 
     async def _run(self, work: Work[T], *, transaction: bool) -> T:
-        pool = await self._acquire_pool()
         try:
-            connection = await pool.acquire(timeout=self._settings.timeout_seconds)
+            connection = await self._connections.acquire()
         except _ASYNCPG_ERRORS as exc:
             # A server starting, stopping or full answers with its SQLSTATE: 503 by that.
             raise database_error("connect", exc, connection_lost=False) from exc
+        failure: BaseException | None = None
         try:
             statements = _AsyncpgStatements(connection, self._dialect)
             if not transaction:
                 return await greenlet_spawn(work, statements)
             return await _in_transaction(connection, work, statements)
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            await pool.release(connection)
+            self._connections.release(connection, reusable=_reusable_after(failure))
 
     async def write(self, work: Work[T]) -> T:
         try:
@@ -195,6 +245,4 @@ class PostgresUnits:
         return await self._run(work, transaction=False)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._connections.close()
