@@ -11,8 +11,8 @@ import asyncio
 import contextvars
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -88,7 +88,8 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
         text = offered.decode("latin-1")
         if SANE_REQUEST_ID.fullmatch(text):
             return text
-    return uuid.uuid4().hex
+    # The shape of uuid4().hex (32 lower-case hex digits), without building a UUID on the way.
+    return secrets.token_hex(16)
 
 
 class RequestContextMiddleware:

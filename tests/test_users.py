@@ -9,7 +9,8 @@ import uuid
 import pytest
 from fastapi.responses import JSONResponse
 
-from app.schemas import UserOut, UserPage, user_page_json
+from app.models import Account
+from app.schemas import UserOut, UserPage, user_json, user_page_json
 from app.services.users import UserRow
 from tests.conftest import bearer, new_user, signup
 
@@ -210,6 +211,33 @@ def test_the_fast_page_body_is_what_fastapi_renders_for_user_page(next_cursor):
     assert body == model.model_dump_json().encode()
     assert body == JSONResponse(model.model_dump(mode="json")).body
     assert json.loads(body)["users"][2]["created_at"] == "2026-12-01T23:30:00.000001Z"
+
+
+@pytest.mark.parametrize("name", TRICKY_NAMES)
+def test_the_fast_me_body_is_what_fastapi_renders_for_user_out(name):
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    for created_at in (
+        dt.datetime(2026, 12, 2, 1, 30, 0, 1, tzinfo=plus_two),  # another zone: shown in UTC
+        dt.datetime(2026, 12, 2, 0, 0, 0, 0, tzinfo=dt.UTC),  # no fraction: isoformat drops it
+    ):
+        account = Account(
+            id=uuid.uuid4(),
+            name=name,
+            email="ada@exämple.com",
+            email_normalized="ada@exämple.com",
+            password_hash="$argon2id$not-a-real-hash",
+            is_active=True,
+            is_admin=False,
+            created_at=created_at,
+            credentials_version=3,
+            email_verified=True,
+        )
+        model = UserOut.model_validate(account)
+
+        body = user_json(account)
+
+        assert body == model.model_dump_json().encode()
+        assert body == JSONResponse(model.model_dump(mode="json")).body
 
 
 async def test_the_page_shows_each_user_as_get_user_by_id_does(client):

@@ -39,6 +39,7 @@ from app.schemas import (
     UserOut,
     UserPage,
     UserUpdate,
+    user_json,
     user_page_json,
 )
 from app.services import recovery, users
@@ -142,9 +143,11 @@ async def list_users(
 
 
 @router.get("/users/me", response_model=UserOut, responses=AUTHENTICATED, tags=["accounts"])
-async def read_me(user: CurrentUser) -> Account:
+async def read_me(user: CurrentUser) -> Response:
     """The account the access token belongs to."""
-    return user
+    # The body is built from the row directly (see user_json); response_model above still
+    # documents it as a UserOut.
+    return Response(user_json(user), media_type="application/json")
 
 
 @router.post(
