@@ -12,13 +12,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from app.audit import configure_audit_log
 from app.config import Settings, describe_validation_error, load_or_create_secret_key
@@ -239,6 +242,41 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+# The order the Allow header lists methods in.
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def methods_of_path(app: FastAPI, scope: dict) -> list[str]:  # type: ignore[type-arg]
+    """Every method some route answers at this request's path; HEAD wherever GET is.
+
+    Starlette's 405 names only the methods of the first route with the path, so the page at
+    GET /password-reset went missing from POST /password-reset's Allow (RFC 9110 §15.5.6: the
+    target resource's methods, all of them).
+    """
+    # Asked of the router as a request would be, one method at a time: included routers
+    # match lazily, and their prefixes apply. Mounts (static files, docs assets) answer every
+    # method themselves and are left out.
+    routes = [route for route in app.router.routes if not isinstance(route, Mount)]
+    methods = [
+        method
+        for method in _METHOD_ORDER
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(1, "HEAD")  # HeadAsGetMiddleware answers it for every GET route
+    return methods
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        methods = methods_of_path(request.app, request.scope)
+        if methods:
+            headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+            exc = StarletteHTTPException(exc.status_code, exc.detail, headers=headers)
+    return await http_exception_handler(request, exc)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # FastAPI's default body echoes the submitted input: for a signup, the password. This one
@@ -278,6 +316,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # time windows and past an mfa_token's lifetime without waiting.
     app.state.clock = utcnow
     app.add_exception_handler(OAuthError, _oauth_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # The database going away (restart, failover, full pool, stuck query) is a 503 that says
     # "try again shortly", not a 500 or a request that hangs.
