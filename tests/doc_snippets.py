@@ -198,7 +198,7 @@ def page_script(page: Path, scripts: Path, ports: dict[str, int]) -> str:
             lines.append(f"__start_server {shlex.quote(str(default))}")
         for number, block in enumerate(runnable):
             code = with_test_ports(block.code, ports)
-            lines.append(f"echo '### {block.where}, {attempt} run' >&2")
+            lines.append(f"printf '\\n### %s\\n' '{block.where}, {attempt} run' >&2")
             if block.marker in (SERVER, BACKGROUND) or block.is_python:
                 file = scripts / f"{attempt}-{number}.{'py' if block.is_python else 'sh'}"
                 file.write_text(code, encoding="utf-8")
