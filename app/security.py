@@ -45,7 +45,11 @@ from app.keys import SigningKey, TokenKeys, VerificationKey
 from app.metrics import PASSWORD_HASH_QUEUE, PASSWORD_HASH_SECONDS
 
 # Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
-# storm of logins slows other logins down, not every other request.
+# storm of logins slows other logins down, not every other request. Not SCHED_IDLE: measured
+# side by side (tests/bench/storm_probe.py, quiet machine, 4 rounds each), W1's p99 in the
+# storm had a median of 19.9 ms under SCHED_IDLE against 15.5 ms at nice 10 (12 ms alone),
+# with W1 and the storm's logins slower too; probably because a SCHED_IDLE thread preempted
+# while it holds the GIL is the last thread the scheduler runs again, and the loop waits.
 HASH_THREAD_NICENESS = 10
 
 # Schemes of imported hashes that libpass verifies; Werkzeug's are verified by
