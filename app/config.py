@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     # Threads that compute password hashes. Each hash takes one core for its whole duration,
     # so more threads than cores only queues work in the kernel instead of in the service.
     password_hash_threads: int = max(1, os.cpu_count() or 1)
+    # While imported hashes remain, a failed login waits as long as the slowest recent
+    # imported verification, at most this long (app/login_padding.py); 0 turns the wait off.
+    imported_hash_padding_max_seconds: float = 1.0
+    # How often imported hashes are counted again (another replica's rehashes, a new import).
+    imported_hash_recount_seconds: float = 60.0
 
     # How often expired and spent refresh tokens are deleted.
     token_cleanup_interval_seconds: float = 3600.0
@@ -297,11 +302,19 @@ class Settings(BaseSettings):
         "mail_retry_max_interval_seconds",
         "mail_poll_interval_seconds",
         "mail_claim_seconds",
+        "imported_hash_recount_seconds",
     )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("imported_hash_padding_max_seconds")
+    @classmethod
+    def _padding_ceiling(cls, value: float) -> float:
+        if not 0 <= value <= 60:
+            raise ValueError("must be between 0 and 60 seconds")
         return value
 
     @field_validator("mail_retry_for_seconds")

@@ -95,6 +95,21 @@ async def _purge_tokens_forever(app: FastAPI, interval_seconds: float) -> None:
             logger.warning("token cleanup failed, will retry: %s", exc)
 
 
+async def _count_imported_hashes(app: FastAPI) -> None:
+    try:
+        await app.state.passwords.padding.recount(app.state.transactions)
+    except (SQLAlchemyError, OSError) as exc:  # the database may be briefly away
+        logger.warning("counting imported password hashes failed, will retry: %s", exc)
+
+
+async def _count_imported_hashes_forever(app: FastAPI, interval_seconds: float) -> None:
+    """Keep the count that decides whether failed logins wait (app/login_padding.py) current:
+    rehashes in other replicas and imports made meanwhile are seen within the interval."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        await _count_imported_hashes(app)
+
+
 def describe_database(database_url: str) -> str:
     """The database's kind and where it is, never its user or password."""
     url = make_url(database_url)
@@ -186,6 +201,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cleanup = asyncio.create_task(
         _purge_tokens_forever(app, settings.token_cleanup_interval_seconds)
     )
+    # Before the first request: a failed login waits only while imported hashes remain.
+    await _count_imported_hashes(app)
+    recount = asyncio.create_task(
+        _count_imported_hashes_forever(app, settings.imported_hash_recount_seconds)
+    )
     # Last: everything start-up built lives as long as the process (see app/heap.py).
     await freeze_startup_objects(app)
     try:
@@ -193,9 +213,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         unfreeze()
         await app.state.mailer.stop()
-        cleanup.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await cleanup
+        for task in (cleanup, recount):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         app.state.passwords.close()
         await app.state.throttle.close()
         await app.state.transactions.close()

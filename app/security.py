@@ -22,7 +22,6 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from passlib.totp import TOTP
 from app.config import Settings
 from app.hash_formats import UnacceptableHash, identify, verify_werkzeug
 from app.keys import SigningKey, TokenKeys, VerificationKey
+from app.login_padding import ImportedHashPadding
 from app.metrics import PASSWORD_HASH_QUEUE, PASSWORD_HASH_SECONDS
 
 # Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
@@ -63,9 +63,6 @@ IMPORTED_SCHEMES = (
     "django_bcrypt_sha256",
     "django_bcrypt",
 )
-
-# How many recent verifications of imported hashes set the time a failed login takes.
-IMPORTED_TIMINGS_KEPT = 64
 
 # How far in the future an `iat` may lie before the token is refused: covers clock skew
 # between replicas, not tokens minted for later.
@@ -124,7 +121,15 @@ def normalize_password(password: str) -> str:
 class Passwords:
     """Argon2id hashing on a small pool of low-priority threads, never on the event loop."""
 
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int) -> None:
+    def __init__(
+        self,
+        *,
+        memory_kib: int,
+        time_cost: int,
+        parallelism: int,
+        threads: int,
+        padding_ceiling_seconds: float = 1.0,
+    ) -> None:
         self._context = CryptContext(
             schemes=["argon2"],
             argon2__type="ID",
@@ -140,9 +145,8 @@ class Passwords:
         self._imported = CryptContext(schemes=list(IMPORTED_SCHEMES))
         self._memory_kib = memory_kib
         self._time_cost = time_cost
-        # Seconds that recent verifications of imported hashes took: a failed login lasts at
-        # least as long as the slowest of them (see verify_and_update).
-        self._imported_timings: deque[float] = deque(maxlen=IMPORTED_TIMINGS_KEPT)
+        # How long a failed login waits while imported hashes remain (app/login_padding.py).
+        self.padding = ImportedHashPadding(padding_ceiling_seconds)
         self._counter_lock = threading.Lock()
         self.in_progress = 0  # hashes running right now, for tests and diagnostics
         # Hashes started so far: what login traffic has cost this process. Tests read it to
@@ -156,6 +160,7 @@ class Passwords:
             time_cost=settings.password_hash_time_cost,
             parallelism=settings.password_hash_parallelism,
             threads=settings.password_hash_threads,
+            padding_ceiling_seconds=settings.imported_hash_padding_max_seconds,
         )
 
     async def _run(self, function: Any, *args: Any) -> Any:
@@ -193,9 +198,10 @@ class Passwords:
         """(matches, new hash): a new Argon2id hash when the stored one is imported, older, or
         of the password as typed before passwords were normalised.
 
-        A failure lasts at least as long as the slowest recent verification of an imported
-        hash: without that, an unknown email (one Argon2id of ours) would answer faster than
-        an imported account whose old format is slower, and tell the two apart.
+        While imported hashes remain, a failure lasts at least as long as the slowest recent
+        verification of one (bounded: app/login_padding.py): without that, an unknown email
+        (one Argon2id of ours) would answer faster than an imported account whose old format
+        is slower, and tell the two apart.
         """
         return await self._verify_padded(password, password_hash, upgrade=True)
 
@@ -219,9 +225,10 @@ class Passwords:
             matches, new_hash = await self._run(
                 self._verify_other_form, password, normalized, password_hash, upgrade
             )
-        if not matches and self._imported_timings:
+        if not matches and (wait := self.padding.seconds()) > 0:
+            self.padding.padded_failures += 1
             # A sleep on the event loop: the padding costs no hashing thread and no CPU.
-            remaining = max(self._imported_timings) - (loop.time() - started)
+            remaining = wait - (loop.time() - started)
             if remaining > 0:
                 await asyncio.sleep(remaining)
         return matches, new_hash
@@ -253,7 +260,7 @@ class Passwords:
             return self._context.verify(normalized, password_hash), None
         started = time.perf_counter()
         matches = self._verify_imported(password, password_hash, found)
-        self._imported_timings.append(time.perf_counter() - started)
+        self.padding.verified_imported(time.perf_counter() - started)
         if matches and upgrade:
             return True, self._context.hash(normalized)
         return matches, None
@@ -271,7 +278,7 @@ class Passwords:
         else:
             started = time.perf_counter()
             matches = self._verify_imported(normalized, password_hash, found)
-            self._imported_timings.append(time.perf_counter() - started)
+            self.padding.verified_imported(time.perf_counter() - started)
         if not matches:
             return False, None
         return True, (self._context.hash(normalized) if upgrade else None)

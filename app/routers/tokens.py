@@ -20,6 +20,7 @@ from app.errors import (
     oauth_too_many_attempts,
 )
 from app.forms import form_request_body, read_form
+from app.login_padding import is_imported
 from app.metrics import count_login, count_mfa_verification, count_refresh
 from app.ratelimit import ClientAddress, Throttle, Throttled, ThrottleDep
 from app.schemas import (
@@ -214,6 +215,9 @@ async def _password_grant(
                 now=now,
                 rehash=verified.rehash,
             )
+            if verified.rehash is not None and is_imported(verified.account.password_hash):
+                # One imported hash fewer: once none remain, failed logins stop waiting.
+                passwords.padding.rehashed_imported()
     except InvalidCredentials as exc:
         record(AuditEvent.LOGIN_FAILED, user_id=exc.user_id, reason=exc.reason)
         count_login("invalid_credentials")
