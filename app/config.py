@@ -89,6 +89,13 @@ class IntrospectionClient:
         return tuple(clients)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the platform has one (Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Everything the service can be told from outside. Field names are the variables, lower-cased."""
 
@@ -145,7 +152,9 @@ class Settings(BaseSettings):
     password_hash_parallelism: int = 1
     # Threads that compute password hashes. Each hash takes one core for its whole duration,
     # so more threads than cores only queues work in the kernel instead of in the service.
-    password_hash_threads: int = max(1, os.cpu_count() or 1)
+    # The cores this process may run on, not the machine's: a container or a service pinned
+    # with taskset or cpusets gets as many threads as it has cores.
+    password_hash_threads: int = max(1, usable_cores())
     # While imported hashes remain, a failed login waits as long as the slowest recent
     # imported verification, at most this long (app/login_padding.py); 0 turns the wait off.
     imported_hash_padding_max_seconds: float = 1.0
