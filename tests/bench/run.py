@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from app.config import Settings
+from app.config import Settings, usable_cores
 from app.db import make_engine, utcnow
 from app.models import User, uuid7
 from app.security import Passwords
@@ -332,8 +332,12 @@ def machine() -> dict[str, Any]:
 
 
 def hash_threads_total() -> int:
-    """Hashing threads in all the service's workers, as the service will configure them."""
-    per_worker = Settings.model_fields["password_hash_threads"].default
+    """Hashing threads in all the service's workers, as the service will configure them.
+
+    Counted now, not from Settings' default (fixed at import, before the run pins itself):
+    the service starts on the pinned cores and sizes its pool from them.
+    """
+    per_worker = usable_cores()
     return int(os.environ.get("PASSWORD_HASH_THREADS") or per_worker) * WORKERS
 
 
