@@ -17,7 +17,10 @@ Environment:
                          tests/bench/pinning.py); its affinity is restored at the end.
     BENCH_RUNS           rounds (default 5)
     BENCH_DURATION       seconds per wrk run (default 5)
-    BENCH_WORKERS        uvicorn workers for all three apps (default 1)
+    BENCH_WORKERS        uvicorn workers for all three apps (default 1); each of the service's
+                         workers gets PASSWORD_HASH_THREADS = usable cores // workers (at
+                         least 1), as docs/benchmarks.md "Sizing" tells operators, unless
+                         PASSWORD_HASH_THREADS is set
     BENCH_WRK_THREADS    wrk threads per wrk process (default 2, as the independent harness:
                          one thread saturates on W1 and inflates W1's own p99, the baseline
                          of W5's ratio; the load generator's CPU is printed beside it)
@@ -331,14 +334,41 @@ def machine() -> dict[str, Any]:
     }
 
 
-def hash_threads_total() -> int:
-    """Hashing threads in all the service's workers, as the service will configure them.
+def hash_threads_per_worker(workers: int = WORKERS) -> int:
+    """PASSWORD_HASH_THREADS for each of the service's workers: the environment's if it sets it,
+    else the usable cores shared out between the workers, at least 1 (docs/benchmarks.md,
+    "Sizing"): more threads than cores only queue in the kernel and take CPU from the loops.
 
-    Counted now, not from Settings' default (fixed at import, before the run pins itself):
-    the service starts on the pinned cores and sizes its pool from them.
+    Counted when called, not from Settings' default (fixed at import, before the run pins
+    itself): the service starts on the pinned cores.
     """
-    per_worker = usable_cores()
-    return int(os.environ.get("PASSWORD_HASH_THREADS") or per_worker) * WORKERS
+    explicit = os.environ.get("PASSWORD_HASH_THREADS")
+    if explicit:
+        return int(explicit)
+    return max(1, usable_cores() // workers)
+
+
+def service_environment(
+    database_url: str, secret_key: str, workers: int = WORKERS
+) -> dict[str, str]:
+    """The service's environment in `make bench`: production, limits out of reach, sized threads."""
+    return {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": secret_key,
+        "ENVIRONMENT": "production",
+        "PUBLIC_URL": "http://127.0.0.1",
+        # The service writes its own access log (uvicorn's --no-access-log no longer applies).
+        "ACCESS_LOG": "false",
+        "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
+        "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
+        "MIGRATE_ON_START": "true",
+        "PASSWORD_HASH_THREADS": str(hash_threads_per_worker(workers)),
+    }
+
+
+def hash_threads_started(service_env: dict[str, str], workers: int = WORKERS) -> int:
+    """Hashing threads in all the service's workers, read from the environment it was given."""
+    return int(service_env["PASSWORD_HASH_THREADS"]) * workers
 
 
 def summarise(values: list[float]) -> dict[str, float] | None:
@@ -407,17 +437,8 @@ def main() -> int:
     # PostgreSQL pinned first, so that the benchmark's database is made and dropped pinned too.
     server_url = os.environ.get("BENCH_DATABASE_URL")
     with pinned(server_url, log) as pinning, bench_database() as (database_url, backend):
-        service_env = {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": secret,
-            "ENVIRONMENT": "production",
-            "PUBLIC_URL": "http://127.0.0.1",
-            # The service writes its own access log (uvicorn's --no-access-log no longer applies).
-            "ACCESS_LOG": "false",
-            "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
-            "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
-            "MIGRATE_ON_START": "true",
-        }
+        # Inside the pinning: the hashing threads are sized from the cores the service gets.
+        service_env = service_environment(database_url, secret)
         apps = {
             "hello": ("tests.bench.hello:app", {}),
             "hello_auth": ("tests.bench.hello_auth:app", {"BENCH_SECRET_KEY": secret}),
@@ -452,6 +473,8 @@ def bench(
     pinning: Pinning,
 ) -> dict[str, Any]:
     service = servers["service"].url
+    # The hashing threads the service was started with, not a count made again later.
+    threads_total = hash_threads_started(servers["service"].env)
     client = httpx.Client(base_url=service, timeout=30)
     bench_email = f"bench-owner-{secrets.token_hex(4)}@example.com"
     response = client.post(
@@ -525,7 +548,7 @@ def bench(
             hashes, verifies = measure_hash_seconds()
             hash_samples += hashes
             verify_samples += verifies
-            parallel_rates.append(measure_parallel_hash_rate(hash_threads_total()))
+            parallel_rates.append(measure_parallel_hash_rate(threads_total))
         if wanted("W3"):
             record("W3 login", run_wrk(service, "login.lua", 16, login_env))
             settle()
@@ -567,7 +590,9 @@ def bench(
             )
     refresh_file.unlink(missing_ok=True)
     client.close()
-    return analyse(runs, hash_samples, verify_samples, parallel_rates, backend, info, pinning)
+    return analyse(
+        runs, hash_samples, verify_samples, parallel_rates, threads_total, backend, info, pinning
+    )
 
 
 def analyse(
@@ -575,6 +600,7 @@ def analyse(
     hash_samples: list[float],
     verify_samples: list[float],
     parallel_rates: list[float],
+    threads_total: int,
     backend: str,
     info: dict[str, Any],
     pinning: Pinning,
@@ -593,7 +619,6 @@ def analyse(
     # The cores the service may run on: with PostgreSQL pinned to a core of its own, one fewer
     # than the machine has (the service inherits this process's affinity).
     cores = len(os.sched_getaffinity(0))
-    threads_total = hash_threads_total()
     # The limit uses the hash time measured at normal priority in this thread (a verify is a
     # hash and a comparison); the verify time, measured on a hashing thread, is shown beside.
     hash_seconds = statistics.median(hash_samples) if hash_samples else float("nan")

@@ -1,0 +1,97 @@
+"""The benchmark harness: the hashing threads it gives each of the service's workers.
+
+`make bench` must run the service as docs/benchmarks.md ("Sizing") tells operators to: with N
+workers, PASSWORD_HASH_THREADS = usable cores // N (at least 1) unless the environment sets it,
+and the hash limit in its report counts the threads it started.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.bench import run
+
+URL = "sqlite+aiosqlite:////tmp/passgate-bench-test.db"
+SECRET = "s" * 48
+
+
+@pytest.fixture
+def cores(monkeypatch: pytest.MonkeyPatch):
+    """Set how many cores the harness sees, with PASSWORD_HASH_THREADS unset."""
+    monkeypatch.delenv("PASSWORD_HASH_THREADS", raising=False)
+
+    def set_cores(count: int) -> None:
+        monkeypatch.setattr(run, "usable_cores", lambda: count)
+
+    return set_cores
+
+
+@pytest.mark.parametrize(
+    ("usable", "workers", "per_worker", "total"),
+    [
+        (2, 1, 2, 2),  # one worker hashes on every core
+        (4, 1, 4, 4),
+        (2, 2, 1, 2),  # two workers on two cores: one thread each, not two
+        (4, 2, 2, 4),
+        (3, 2, 1, 2),  # cores that do not share out evenly round down
+        (1, 2, 1, 2),  # pinned to one core (PostgreSQL on the other): still at least one each
+    ],
+)
+def test_the_service_gets_the_usable_cores_shared_out_between_its_workers(
+    cores, usable, workers, per_worker, total
+):
+    cores(usable)
+
+    env = run.service_environment(URL, SECRET, workers=workers)
+
+    assert env["PASSWORD_HASH_THREADS"] == str(per_worker)
+    assert run.hash_threads_started(env, workers=workers) == total
+    assert env["DATABASE_URL"] == URL
+    assert env["SECRET_KEY"] == SECRET
+    assert env["ENVIRONMENT"] == "production"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_explicit_password_hash_threads_wins(cores, monkeypatch, workers):
+    cores(2)
+    monkeypatch.setenv("PASSWORD_HASH_THREADS", "3")
+
+    env = run.service_environment(URL, SECRET, workers=workers)
+
+    assert env["PASSWORD_HASH_THREADS"] == "3"
+    assert run.hash_threads_started(env, workers=workers) == 3 * workers
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_the_threads_are_counted_from_the_cores_the_run_is_pinned_to(monkeypatch):
+    monkeypatch.delenv("PASSWORD_HASH_THREADS", raising=False)
+    own = os.sched_getaffinity(0)
+    try:
+        # As `make bench` with BENCH_DATABASE_URL: pinned first, the environment built after.
+        os.sched_setaffinity(0, {min(own)})
+        pinned = run.service_environment(URL, SECRET, workers=1)
+    finally:
+        os.sched_setaffinity(0, own)
+    unpinned = run.service_environment(URL, SECRET, workers=1)
+
+    assert pinned["PASSWORD_HASH_THREADS"] == "1"
+    assert unpinned["PASSWORD_HASH_THREADS"] == str(len(own))
+
+
+def test_the_report_counts_the_threads_it_was_given():
+    results = run.analyse(
+        {},
+        [0.02],
+        [0.02],
+        [95.0],
+        threads_total=2,
+        backend="sqlite",
+        info={"nproc": 2, "cpu_model": "test", "python": "3", "wrk": "wrk", "commit": "abc"},
+        pinning=run.Pinning("none", "none"),
+    )
+
+    assert results["settings"]["password_hash_threads_total"] == 2
+    assert results["hashing"]["threads_limit_per_s"] == pytest.approx(100.0)
+    assert "hashing threads (2) / hash time = 100.0/s" in run.markdown(results)
