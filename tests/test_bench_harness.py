@@ -1,17 +1,21 @@
-"""The benchmark harness: the hashing threads it gives each of the service's workers.
+"""The benchmark harness: the service's hashing threads per worker, and the in-process driver.
 
 `make bench` must run the service as docs/benchmarks.md ("Sizing") tells operators to: with N
 workers, PASSWORD_HASH_THREADS = usable cores // N (at least 1) unless the environment sets it,
-and the hash limit in its report counts the threads it started.
+and the hash limit in its report counts the threads it started. The cost tools' in-process
+ASGI driver must get the same answers as a real HTTP client.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+from fastapi import FastAPI
 
-from tests.bench import run
+from tests.bench import hello, run
+from tests.bench.asgi_driver import bearer_headers, call, cost_per_request_us
 
 URL = "sqlite+aiosqlite:////tmp/passgate-bench-test.db"
 SECRET = "s" * 48
@@ -95,3 +99,29 @@ def test_the_report_counts_the_threads_it_was_given():
     assert results["settings"]["password_hash_threads_total"] == 2
     assert results["hashing"]["threads_limit_per_s"] == pytest.approx(100.0)
     assert "hashing threads (2) / hash time = 100.0/s" in run.markdown(results)
+
+
+async def test_the_driver_answers_as_the_app_does():
+    status, body = await call(hello.app, "/users/me", [])
+
+    assert status == 200
+    assert json.loads(body) == hello.CONSTANT_USER
+    status, _ = await call(hello.app, "/nowhere", [])
+    assert status == 404
+
+
+async def test_the_driver_carries_a_bearer_token_and_its_query(app: FastAPI):
+    headers = await bearer_headers(app)
+
+    status, body = await call(app, "/users/me", headers)
+    assert status == 200, body
+    assert json.loads(body)["email"].startswith("bench-")
+    status, _ = await call(app, "/users/me", [(b"host", b"bench")])
+    assert status == 401
+    status, body = await call(app, "/users", headers, b"limit=1")
+    assert status == 200, body
+    assert len(json.loads(body)["users"]) == 1
+
+    cpu_us, wall_us = await cost_per_request_us(app, "/users/me", headers, 8, clients=4)
+    assert cpu_us > 0
+    assert wall_us > 0

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -27,62 +26,16 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.metrics import HttpMetricsMiddleware, count_login
 from app.migrate import upgrade_to_head
+from tests.bench.asgi_driver import Headers, bearer_headers, call, cost_per_request_us
 from tests.conftest import test_settings
 
 TOKEN = "bench-metrics-token-" + "x" * 32
 
 
-async def call(app: FastAPI, path: str, headers: list[tuple[bytes, bytes]]) -> int:
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await app(scope, receive, send)
-    return status
-
-
-async def per_request_us(
-    app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], count: int
-) -> float:
-    started = time.perf_counter()
-    for _ in range(count):
-        await call(app, path, headers)
-    return (time.perf_counter() - started) / count * 1e6
-
-
-async def bearer_headers(app: FastAPI) -> list[tuple[bytes, bytes]]:
-    import httpx
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        email = f"bench-{time.time_ns()}@example.com"
-        password = "bench-password-7f3a"
-        await client.post("/signup", json={"name": "Bench", "email": email, "password": password})
-        response = await client.post(
-            "/token", data={"grant_type": "password", "username": email, "password": password}
-        )
-        token = response.json()["access_token"]
-    return [(b"authorization", f"Bearer {token}".encode()), (b"host", b"bench")]
+async def per_request_us(app: FastAPI, path: str, headers: Headers, count: int) -> float:
+    """Wall microseconds per request, one at a time."""
+    _, wall = await cost_per_request_us(app, path, headers, count)
+    return wall
 
 
 async def main(count: int, rounds: int) -> None:
@@ -96,7 +49,8 @@ async def main(count: int, rounds: int) -> None:
         apps = {"off": off, "on": on}
         for path in ("/health", "/users/me"):
             for name, app in apps.items():  # warm up: caches, label children, compiled SQL
-                assert await call(app, path, headers[name]) == 200
+                status, _ = await call(app, path, headers[name])
+                assert status == 200
                 await per_request_us(app, path, headers[name], count // 10)
             times: dict[str, list[float]] = {"off": [], "on": []}
             for _ in range(rounds):

@@ -395,10 +395,13 @@ def bench_database() -> Iterator[tuple[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def login_form(email: str) -> dict[str, str]:
+    """POST /token's form for a password login with the benchmark's password."""
+    return {"grant_type": "password", "username": email, "password": BENCH_PASSWORD}
+
+
 def login(client: httpx.Client, email: str) -> dict[str, Any]:
-    response = client.post(
-        "/token", data={"grant_type": "password", "username": email, "password": BENCH_PASSWORD}
-    )
+    response = client.post("/token", data=login_form(email))
     response.raise_for_status()
     return response.json()
 

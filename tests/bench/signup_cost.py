@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.bench.run import BENCH_PASSWORD, UNLIMITED_RATE, uvicorn_flags
+from tests.bench.run import BENCH_PASSWORD, login_form, service_environment, uvicorn_flags
 from tests.faults.service import ServiceProcess
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -96,14 +96,7 @@ def main(signups: int, logins: int, connections: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="passgate-signup-cost-"))
     database = folder / "bench.db"
     env = {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ENVIRONMENT": "production",
-        "PUBLIC_URL": "http://127.0.0.1",
-        "ACCESS_LOG": "false",
-        "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
-        "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
-        "MIGRATE_ON_START": "true",
+        **service_environment(f"sqlite+aiosqlite:///{database}", secrets.token_urlsafe(48)),
         "OUTBOX_DIR": str(folder / "outbox"),
     }
     server = ServiceProcess(
@@ -133,17 +126,7 @@ def main(signups: int, logins: int, connections: int) -> None:
                 ("/signup", {**owner, "email": f"user-{run_id}-{n}@example.com"})
                 for n in range(signups)
             ],
-            "login": [
-                (
-                    "/token",
-                    {
-                        "grant_type": "password",
-                        "username": owner["email"],
-                        "password": BENCH_PASSWORD,
-                    },
-                )
-            ]
-            * logins,
+            "login": [("/token", login_form(owner["email"]))] * logins,
         }
         for label, requests in phases.items():
             if not requests:

@@ -19,7 +19,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +34,7 @@ from app.migrate import upgrade_to_head
 from app.models import User, uuid7
 from app.routers.users import decode_cursor, encode_cursor
 from app.schemas import UserOut, UserPage
-from tests.bench.metrics_overhead import bearer_headers
+from tests.bench.asgi_driver import Headers, bearer_headers, call, cost_per_request_us
 
 
 async def orm_list_users(
@@ -58,47 +57,11 @@ async def orm_list_users(
     )
 
 
-async def call(
-    app: FastAPI, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
-) -> tuple[int, bytes]:
-    status, body = 0, b""
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, body
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            body += message.get("body", b"")
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await app(scope, receive, send)
-    return status, body
-
-
 async def cost(
-    app: FastAPI, path: str, query: bytes, headers: list[tuple[bytes, bytes]], count: int
+    app: FastAPI, path: str, query: bytes, headers: Headers, count: int
 ) -> tuple[float, float]:
-    """CPU and wall microseconds per request."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(count):
-        await call(app, path, query, headers)
-    return (time.process_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6
+    """CPU and wall microseconds per request, one at a time."""
+    return await cost_per_request_us(app, path, headers, count, query=query)
 
 
 async def seed(url: str, users: int) -> list[Any]:
@@ -149,7 +112,7 @@ async def main(users: int, count: int, rounds: int) -> None:
         for page, query in pages.items():
             bodies = set()
             for path in routes.values():  # warm up (compiled SQL, caches) and check the bodies
-                status, body = await call(app, path, query, headers)
+                status, body = await call(app, path, headers, query)
                 assert status == 200, body
                 bodies.add(body)
                 await cost(app, path, query, headers, count // 5)

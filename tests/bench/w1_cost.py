@@ -14,71 +14,32 @@ together), the ratio, and what the difference means for W1 ÷ hello_auth.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from asgi_lifespan import LifespanManager
 
+from tests.bench.asgi_driver import Headers, bearer_headers, call, cost_per_request_us
+
 SECRET = secrets.token_urlsafe(48)
 os.environ.setdefault("BENCH_SECRET_KEY", SECRET)
 
 
-async def call(app: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
-    status, body = 0, b""
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, body
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            body += message.get("body", b"")
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/users/me",
-        "raw_path": b"/users/me",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    await app(scope, receive, send)
-    return status, body
-
-
-async def cost(app: Any, headers: list[tuple[bytes, bytes]], count: int, clients: int) -> float:
+async def cost(app: Any, headers: Headers, count: int, clients: int) -> float:
     """CPU microseconds per request, `clients` at a time."""
-
-    async def client(n: int) -> None:
-        for _ in range(n):
-            await call(app, headers)
-
-    started = time.process_time()
-    await asyncio.gather(*(client(count // clients) for _ in range(clients)))
-    return (time.process_time() - started) / (count // clients * clients) * 1e6
+    cpu, _ = await cost_per_request_us(app, "/users/me", headers, count, clients=clients)
+    return cpu
 
 
 async def main(count: int, rounds: int, clients: int) -> None:
     from app.main import create_app
     from app.migrate import upgrade_to_head
     from tests.bench import hello_auth
-    from tests.bench.metrics_overhead import bearer_headers
     from tests.conftest import test_settings
 
     folder = Path(tempfile.mkdtemp(prefix="passgate-w1-cost-"))
@@ -97,7 +58,7 @@ async def main(count: int, rounds: int, clients: int) -> None:
         headers = await bearer_headers(service)
         apps = {"hello_auth": hello_auth.app, "W1": service}
         for name, app in apps.items():  # warm up: compiled SQL, the verified-token cache
-            status, body = await call(app, headers)
+            status, body = await call(app, "/users/me", headers)
             assert status == 200, (name, body)
             await cost(app, headers, count // 5, clients)
         results: dict[str, list[float]] = {name: [] for name in apps}
