@@ -22,14 +22,13 @@ import httpx
 from tests.bench.run import (
     BENCH_PASSWORD,
     RUNS,
-    UNLIMITED_RATE,
     log,
     login,
     machine,
     run_wrk,
     uvicorn_flags,
 )
-from tests.faults.service import ServiceProcess
+from tests.faults.service import ServiceProcess, production_env
 
 METRICS_TOKEN = secrets.token_urlsafe(32)
 
@@ -46,15 +45,8 @@ def main() -> None:
 
     def service_env(name: str, **extra: str) -> dict[str, str]:
         return {
-            "DATABASE_URL": f"sqlite+aiosqlite:///{folder / name}.db",
-            "SECRET_KEY": secret,
-            "ENVIRONMENT": "production",
-            "PUBLIC_URL": "http://127.0.0.1",
-            "ACCESS_LOG": "false",
+            **production_env(f"sqlite+aiosqlite:///{folder / name}.db", secret),
             "AUDIT_LOG": "off",
-            "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
-            "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
-            "MIGRATE_ON_START": "true",
             **extra,
         }
 

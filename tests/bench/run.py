@@ -60,7 +60,7 @@ from app.models import User, uuid7
 from app.security import Passwords
 from tests.bench.pinning import Pinning, pinned
 from tests.databases import create_postgres_database, drop_postgres_database
-from tests.faults.service import ServiceProcess
+from tests.faults.service import ServiceProcess, production_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -70,9 +70,6 @@ README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 
 BENCH_PASSWORD = "bench-password-7f3a"  # not on any common-password list
-# Big enough that no limiter ever answers 429 during a run: the benchmark measures the work.
-UNLIMITED_RATE = "1000000000/second"
-
 # Targets from issues 7 and 16.
 # W1 / hello_auth's requests per second, at least: SQLite answers in-process; PostgreSQL on its
 # own core costs a network round trip and a driver per request.
@@ -353,15 +350,7 @@ def service_environment(
 ) -> dict[str, str]:
     """The service's environment in `make bench`: production, limits out of reach, sized threads."""
     return {
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": secret_key,
-        "ENVIRONMENT": "production",
-        "PUBLIC_URL": "http://127.0.0.1",
-        # The service writes its own access log (uvicorn's --no-access-log no longer applies).
-        "ACCESS_LOG": "false",
-        "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
-        "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
-        "MIGRATE_ON_START": "true",
+        **production_env(database_url, secret_key),
         "PASSWORD_HASH_THREADS": str(hash_threads_per_worker(workers)),
     }
 

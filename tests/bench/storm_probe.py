@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from tests.bench import run as bench
-from tests.faults.service import ServiceProcess
+from tests.faults.service import ServiceProcess, production_env
 
 EXTRA_ENV = dict(item.split("=", 1) for item in os.environ.get("PROBE_ENV", "").split() if item)
 
@@ -53,14 +53,7 @@ def main() -> int:
     secret = secrets.token_urlsafe(48)
     with bench.bench_database() as (database_url, _):
         env = {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": secret,
-            "ENVIRONMENT": "production",
-            "PUBLIC_URL": "http://127.0.0.1",
-            "ACCESS_LOG": "false",
-            "LOGIN_RATE_LIMIT": bench.UNLIMITED_RATE,
-            "SIGNUP_RATE_LIMIT": bench.UNLIMITED_RATE,
-            "MIGRATE_ON_START": "true",
+            **production_env(database_url, secret),
             "PROBE_OUT": str(out),
             **EXTRA_ENV,
         }

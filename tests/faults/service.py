@@ -23,11 +23,15 @@ CHEAP_HASHING = {
     "PASSWORD_HASH_TIME_COST": "1",
     "PASSWORD_HASH_PARALLELISM": "1",
 }
+# Big enough that no limiter ever answers 429: the fault tests and `make bench` measure the work.
 UNLIMITED_RATE = "1000000000/second"
 
 
-def service_env(database_url: str, secret_key: str) -> dict[str, str]:
-    """Production settings on the given database, with limits too high to answer 429."""
+def production_env(database_url: str, secret_key: str) -> dict[str, str]:
+    """Production settings on the given database, with limits too high to answer 429.
+
+    The fault tests and `make bench` (tests/bench/run.py) both start the service from it.
+    """
     return {
         "DATABASE_URL": database_url,
         "SECRET_KEY": secret_key,
@@ -38,8 +42,12 @@ def service_env(database_url: str, secret_key: str) -> dict[str, str]:
         "MIGRATE_ON_START": "true",
         "LOGIN_RATE_LIMIT": UNLIMITED_RATE,
         "SIGNUP_RATE_LIMIT": UNLIMITED_RATE,
-        **CHEAP_HASHING,
     }
+
+
+def service_env(database_url: str, secret_key: str) -> dict[str, str]:
+    """The fault tests' service: production settings with cheap hashing (see CHEAP_HASHING)."""
+    return {**production_env(database_url, secret_key), **CHEAP_HASHING}
 
 
 class ServiceProcess:
