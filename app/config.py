@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.files import create_private_file, make_private_dir
+from app.keygen import generate_secret
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/app.db"
 # Where `make run` listens: outside production, links and metadata point there by default.
@@ -530,11 +531,6 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{name}: {message}" if name else message)
     return "; ".join(problems)
-
-
-def generate_secret() -> str:
-    """A new secret: 48 bytes (384 bits) from the OS's CSPRNG, as 64 URL-safe characters."""
-    return secrets.token_urlsafe(48)
 
 
 def secret_key_problem(secret: str) -> str | None:

@@ -17,13 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app.config import Settings, load_or_create_secret_key
+from app.keygen import MIN_RSA_BITS
 
 Algorithm = Literal["HS256", "RS256", "ES256"]
 ASYMMETRIC_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256")
 
-# NIST SP 800-57 and RFC 7518 §3.3: RSA keys under 2048 bits are not acceptable for signing.
-MIN_RSA_BITS = 2048
-DEFAULT_RSA_BITS = 3072
 # PEM key files are a few kilobytes; refuse to read something that is obviously not one.
 MAX_KEY_FILE_BYTES = 64 * 1024
 
@@ -221,21 +219,3 @@ def load_token_keys(settings: Settings) -> TokenKeys:
     signing, own = load_signing_key(settings.jwt_private_key_file, algorithm)
     others = [load_verification_key(path, algorithm) for path in settings.jwt_verify_key_files]
     return TokenKeys(signing=signing, verifying=_without_duplicates([own, *others]))
-
-
-def generate_private_key_pem(algorithm: str, *, rsa_bits: int = DEFAULT_RSA_BITS) -> bytes:
-    """A new unencrypted PKCS#8 PEM private key for RS256 or ES256."""
-    private_key: PrivateKey
-    if algorithm == "RS256":
-        if rsa_bits < MIN_RSA_BITS:
-            raise ValueError(f"RSA keys need at least {MIN_RSA_BITS} bits")
-        private_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
-    elif algorithm == "ES256":
-        private_key = ec.generate_private_key(ec.SECP256R1())
-    else:
-        raise ValueError(f"{algorithm} uses a shared secret (SECRET_KEY), not a key file")
-    return private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app import cli
+from app import commands
 from tests.conftest import (
     DEFAULT_PASSWORD,
     bearer,
@@ -57,7 +57,7 @@ def create_admin(database_url: str, *args: str, password: str | None = DEFAULT_P
 async def admin_tokens(client, database_url: str) -> dict:
     """Log in as a fresh admin made by the create-admin command's code, in-process for speed."""
     settings = test_settings(database_url=database_url)
-    await cli.create_admin(
+    await commands.create_admin(
         settings, email="root@example.com", name="Root", read_password=lambda: DEFAULT_PASSWORD
     )
     response = await login(client, "root@example.com")

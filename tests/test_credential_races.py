@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app import cli
+from app import commands
 from app.config import Settings
 from app.db import utcnow
 from app.services import credentials, tokens, users
@@ -87,7 +87,7 @@ async def working(client: httpx.AsyncClient, issued: list[dict[str, str]]) -> li
 
 
 async def admin_token(client: httpx.AsyncClient, database_url: str) -> str:
-    await cli.create_admin(
+    await commands.create_admin(
         test_settings(database_url=database_url),
         email="root@example.com",
         name="Root",

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app import cli
+from app import commands
 from app.email_addresses import InvalidEmail, canonical_email, email_key, lookup_key
 from app.migrate import downgrade_blocking, upgrade_blocking
 from app.ratelimit import account_key
@@ -125,7 +125,7 @@ def test_keys_and_canonical_forms():
 async def test_create_admin_finds_the_account_under_another_spelling(client, database_url):
     await signup(client, email="straße@example.com")
 
-    message = await cli.create_admin(
+    message = await commands.create_admin(
         test_settings(database_url=database_url),
         email="STRASSE@example.com",
         name=None,

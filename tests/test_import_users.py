@@ -25,7 +25,7 @@ from passlib.hash import pbkdf2_sha256, pbkdf2_sha512
 from sqlalchemy import select, update
 from werkzeug.security import generate_password_hash
 
-from app import cli
+from app import cli, commands
 from app.models import User
 from tests.conftest import bearer, login, new_user
 from tests.flask_tutorial import create_tutorial_app, log_in, sign_up
@@ -177,7 +177,7 @@ def write_lines(path: Path, rows: list[Any]) -> Path:
 async def run_import(
     settings, path: Path | None = None, *, tutorial: Path | None = None, dry_run=False
 ):
-    return await cli.import_users(
+    return await commands.import_users(
         settings,
         file=str(path) if path is not None else None,
         flask_tutorial=str(tutorial) if tutorial is not None else None,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app import cli
+from app import commands
 from tests.conftest import DEFAULT_PASSWORD, bearer, login, new_user, test_settings
 
 
 @pytest.mark.parametrize("value", [0, 0.0, 1, "no", "false", "yes", None])
 async def test_admin_flags_take_only_a_json_boolean(client, database_url, value):
-    await cli.create_admin(
+    await commands.create_admin(
         test_settings(database_url=database_url),
         email="root@example.com",
         name="Root",
