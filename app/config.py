@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.email_addresses import InvalidEmail, smtp_address
 from app.files import create_private_file, make_private_dir
 from app.keygen import generate_secret
 
@@ -354,6 +355,20 @@ class Settings(BaseSettings):
         _name, address = parseaddr(value)
         if "@" not in address or any(char in value for char in "\r\n"):
             raise ValueError('must be one address, such as "Passgate <no-reply@example.com>"')
+        local_part, _, domain = address.rpartition("@")
+        # Every mail carries this address: with a local part beyond ASCII each one could leave
+        # only through a server offering SMTPUTF8 and reach only recipients whose servers do
+        # too (RFC 6531). Refused here, once, rather than found out mail by mail.
+        if not local_part.isascii():
+            raise ValueError(
+                "must have an ASCII part before the @ (the display name and the domain may be "
+                "beyond ASCII): most mail servers cannot carry a sender address such as this"
+            )
+        if not domain.isascii():  # sent in A-labels (xn--), so it must be a valid domain
+            try:
+                smtp_address(address)
+            except InvalidEmail as exc:
+                raise ValueError(f"must be one valid address: {exc}") from None
         return value
 
     @model_validator(mode="after")

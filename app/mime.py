@@ -63,7 +63,7 @@ def _body(text: str, eight_bit: bool) -> tuple[bytes, bytes]:
 class MimeWriter:
     """Writes our mails for one sender address; the constant headers are folded once."""
 
-    def __init__(self, mail_from: str, message_id_domain: str) -> None:
+    def __init__(self, mail_from: str | Address, message_id_domain: str) -> None:
         self._from = folded_header("From", mail_from)
         self._domain = message_id_domain
         self._subjects: dict[str, bytes] = {}

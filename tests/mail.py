@@ -24,6 +24,8 @@ TOKEN_IN_LINK = re.compile(r"#token=([A-Za-z0-9_-]+)")
 class Captured:
     recipients: list[str]
     message: EmailMessage
+    sender: str = ""  # the envelope's MAIL FROM
+    mail_options: tuple[str, ...] = ()  # its parameters, such as SMTPUTF8
 
     @property
     def to(self) -> str:
@@ -77,7 +79,12 @@ class _Handler:
         assert isinstance(message, EmailMessage)
         with self._server.lock:
             self._server.received.append(
-                Captured(recipients=list(envelope.rcpt_tos), message=message)
+                Captured(
+                    recipients=list(envelope.rcpt_tos),
+                    message=message,
+                    sender=str(envelope.mail_from),
+                    mail_options=tuple(envelope.mail_options),
+                )
             )
         return "250 OK"
 
@@ -87,7 +94,8 @@ class MailServer:
 
     `controller_options` go to aiosmtpd's Controller and SMTP: `tls_context` with
     `require_starttls` for STARTTLS, `ssl_context` for implicit TLS, `authenticator`.
-    `refusals` maps a recipient to the reply its RCPT TO gets instead of 250.
+    aiosmtpd's Controller offers SMTPUTF8 (RFC 6531) unless given `enable_SMTPUTF8=False`, as
+    many real servers are. `refusals` maps a recipient to the reply its RCPT TO gets instead of 250.
     """
 
     def __init__(self, port: int | None = None, **controller_options: Any) -> None:

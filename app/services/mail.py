@@ -22,8 +22,10 @@ import os
 import random
 import re
 import secrets
+import traceback
 import uuid
 from dataclasses import dataclass, replace
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from enum import StrEnum
@@ -37,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import utcnow
+from app.email_addresses import needs_smtputf8, smtp_address
 from app.files import create_private_file, make_private_dir
 from app.metrics import EMAIL_OUTBOX_PENDING, count_email
 from app.mime import MimeWriter
@@ -202,6 +205,7 @@ class ClaimedMail:
     name: str = ""
     token: str | None = None
     skipped: str | None = None  # why the mail is no longer worth sending
+    unexpected: str | None = None  # what an unexpected error composing it said (`_unexpected`)
 
 
 class Templates:
@@ -263,8 +267,22 @@ def _context(settings: Settings, mail: ClaimedMail) -> dict[str, Any]:
     }
 
 
+def envelope_sender(settings: Settings) -> str:
+    """MAIL_FROM's address as SMTP carries it: a domain beyond ASCII in A-labels (xn--), so
+    no server needs SMTPUTF8 for it (Settings refuse a local part beyond ASCII)."""
+    address = parseaddr(settings.mail_from)[1]
+    return address if address.isascii() else smtp_address(address)
+
+
+def from_header(settings: Settings) -> str | Address:
+    """The From header: MAIL_FROM as configured, its domain in A-labels if it has to be."""
+    name, address = parseaddr(settings.mail_from)
+    sender = envelope_sender(settings)
+    return settings.mail_from if sender == address else Address(name, addr_spec=sender)
+
+
 def message_id_domain(settings: Settings) -> str:
-    return parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
+    return envelope_sender(settings).rpartition("@")[2] or "localhost"
 
 
 def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -> EmailMessage:
@@ -273,7 +291,7 @@ def build_message(settings: Settings, templates: Templates, mail: ClaimedMail) -
     text, html = templates.render(mail.kind, _context(settings, mail))
     message = EmailMessage()
     message["Subject"] = SUBJECTS[mail.kind].format(product=settings.product_name)
-    message["From"] = settings.mail_from
+    message["From"] = from_header(settings)
     # As text, not Address(addr_spec=...): that raises for a local part beyond ASCII, which
     # email-validator accepts (RFC 6531); a file then holds it in UTF-8 (FILE_POLICY), and
     # aiosmtplib asks the server for SMTPUTF8.
@@ -348,7 +366,8 @@ def write_eml(folder: Path, mail: ClaimedMail, message: bytes | EmailMessage) ->
 
 
 class PermanentFailure(Exception):
-    """The mail server refused the mail for good (a 5xx for the recipient): no retry helps."""
+    """The mail server refused the mail for good (a 5xx for the recipient), or cannot carry
+    its address (no SMTPUTF8): no retry helps."""
 
 
 class Mailer:
@@ -358,7 +377,8 @@ class Mailer:
         self._settings = settings
         self._db = db
         self._templates = Templates()
-        self._writer = MimeWriter(settings.mail_from, message_id_domain(settings))
+        self._writer = MimeWriter(from_header(settings), message_id_domain(settings))
+        self._sender = envelope_sender(settings)
         self._wakeup = asyncio.Event()
         self._wake_pending = False  # a wake() timer is running
         self._task: asyncio.Task[None] | None = None
@@ -409,6 +429,11 @@ class Mailer:
                 logger.warning(
                     "mail sender: database unavailable, will retry: %s", type(exc).__name__
                 )
+            except Exception as exc:  # the sender must outlive any bug
+                # Errors of one mail are that mail's outcome (`_unexpected`); this is what
+                # escapes a round as a whole. The task goes on after the pause below, so it
+                # cannot spin; cancellation (a BaseException) still ends it.
+                logger.error("mail sender: unexpected %s, will retry", _error_origin(exc))
             # asyncio.wait rather than asyncio.timeout: on Python 3.11 a timeout expiring
             # together with a cancellation can swallow the cancellation.
             waiter = asyncio.ensure_future(self._wakeup.wait())
@@ -433,7 +458,10 @@ class Mailer:
         outcomes: list[_Outcome] = []
         sending = []
         for mail in mails:
-            if mail.skipped is None:
+            if mail.unexpected is not None:
+                count_email(str(mail.kind), "failed")
+                outcomes.append(self._failed(mail, mail.unexpected))
+            elif mail.skipped is None:
                 sending.append(mail)
             else:
                 outcomes.append(
@@ -472,6 +500,17 @@ class Mailer:
                 created_at=row.created_at,
                 attempts=row.attempts,
             )
+            try:
+                return prepare(statements, mail)
+            except SQLAlchemyError:
+                raise  # the transaction is over: the claim is undone, the round retried
+            except Exception as exc:  # one mail's bug must not stop the others
+                # Raising would undo the claim, and the mail, first in line, would block the
+                # queue for ever: it is claimed, and retried later with backoff instead.
+                return replace(mail, unexpected=_unexpected(mail, exc))
+
+        def prepare(statements: Statements, mail: ClaimedMail) -> ClaimedMail:
+            """The claimed mail with its user's name and its token, or why it is skipped."""
             user = statements.execute(MAIL_USER, {"user_id": mail.user_id}).one_or_none()
             if user is None:
                 return replace(mail, skipped="the account is gone")
@@ -521,23 +560,27 @@ class Mailer:
                 message = compose(settings, self._templates, self._writer, mail, for_file=True)
             except _UNCOMPOSABLE as exc:
                 outcomes.append(_uncomposable(mail, exc))
+            except Exception as exc:  # see `_unexpected`
+                count_email(str(mail.kind), "failed")
+                outcomes.append(self._failed(mail, _unexpected(mail, exc)))
             else:
                 ready.append((mail, message))
 
-        def write_all() -> list[Path | OSError]:
-            written: list[Path | OSError] = []
+        def write_all() -> list[Path | Exception]:
+            written: list[Path | Exception] = []
             for mail, message in ready:
                 try:
                     written.append(write_eml(settings.outbox_dir, mail, message))
-                except OSError as exc:  # a full disk fails this mail, to be retried
+                except Exception as exc:  # a full disk (or a bug) fails this mail, retried
                     written.append(exc)
             return written
 
         results = await asyncio.to_thread(write_all) if ready else []
         for (mail, _), where in zip(ready, results, strict=True):
-            if isinstance(where, OSError):
+            if isinstance(where, Exception):
                 count_email(str(mail.kind), "failed")
-                outcomes.append(self._failed(mail, _describe(where)))
+                error = _describe(where) if isinstance(where, OSError) else _unexpected(mail, where)
+                outcomes.append(self._failed(mail, error))
             else:
                 count_email(str(mail.kind), "sent")
                 outcomes.append(
@@ -554,11 +597,19 @@ class Mailer:
     async def _send(self, mail: ClaimedMail) -> _Outcome:
         """One mail over SMTP."""
         try:
-            message = compose(self._settings, self._templates, self._writer, mail, for_file=False)
-        except _UNCOMPOSABLE as exc:
+            # The envelope and the To header carry the address as SMTP does (`smtp_address`:
+            # an A-label domain); the row and the account keep it as stored.
+            outgoing = replace(mail, recipient=smtp_address(mail.recipient))
+            message = compose(
+                self._settings, self._templates, self._writer, outgoing, for_file=False
+            )
+        except _UNCOMPOSABLE as exc:  # InvalidEmail among them
             return _uncomposable(mail, exc)
+        except Exception as exc:  # see `_unexpected`
+            count_email(str(mail.kind), "failed")
+            return self._failed(mail, _unexpected(mail, exc))
         try:
-            await self._deliver(mail, message)
+            await self._deliver(outgoing, message)
         except PermanentFailure as exc:
             count_email(str(mail.kind), "failed")
             return _Outcome(
@@ -571,10 +622,16 @@ class Mailer:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             count_email(str(mail.kind), "failed")
             return self._failed(mail, _describe(exc))
+        except Exception as exc:  # see `_unexpected`
+            # Such as aiosmtplib's UnicodeEncodeError for an address it cannot write.
+            count_email(str(mail.kind), "failed")
+            return self._failed(mail, _unexpected(mail, exc))
         count_email(str(mail.kind), "sent")
         return _Outcome(MARK_SENT, mail, "", logging.INFO, f"mail {mail.id} ({mail.kind}) sent")
 
     async def _deliver(self, mail: ClaimedMail, message: bytes | EmailMessage) -> None:
+        """Send `mail` (its recipient as `smtp_address` gives it); PermanentFailure when the
+        server will never take it."""
         settings = self._settings
         assert settings.smtp_host is not None
         client = aiosmtplib.SMTP(
@@ -601,11 +658,22 @@ class Mailer:
         async with asyncio.timeout(budget):
             await client.connect(timeout=settings.smtp_connect_timeout_seconds)
             try:
+                if needs_smtputf8(mail.recipient):
+                    # Asked of the EHLO reply, not found out from an error: no retry of this
+                    # mail through this server could ever deliver it.
+                    if client.is_ehlo_or_helo_needed:
+                        await client.ehlo()
+                    if not client.supports_extension("smtputf8"):
+                        raise PermanentFailure(
+                            "the recipient's address is beyond ASCII and needs SMTPUTF8, "
+                            "which the mail server does not offer"
+                        )
                 if isinstance(message, bytes):
-                    sender = parseaddr(settings.mail_from)[1]
-                    await client.sendmail(sender, [mail.recipient], message)
-                else:
-                    await client.send_message(message)
+                    await client.sendmail(self._sender, [mail.recipient], message)
+                else:  # asks for SMTPUTF8 itself when an address needs it
+                    await client.send_message(
+                        message, sender=self._sender, recipients=[mail.recipient]
+                    )
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 client.close()
                 if all(refusal.code >= 500 for refusal in exc.recipients):
@@ -671,6 +739,24 @@ class Mailer:
 # What email.message raises for a mail it cannot write (a defect is a ValueError): that mail
 # fails, the sender goes on with the others.
 _UNCOMPOSABLE = (ValueError, email.errors.MessageError)
+
+
+def _error_origin(exc: BaseException) -> str:
+    """An exception's type and where it was raised, never its text, which may quote an
+    address, a link or a token."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    frame = frames[-1]
+    return f"{type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def _unexpected(mail: ClaimedMail, exc: Exception) -> str:
+    """Log an error no code path expects (a bug, ours or a library's) for one mail, and say
+    what its outbox row records. That mail is retried with backoff like any failed one, and
+    given up on after MAIL_RETRY_FOR_SECONDS; the sender goes on with the others."""
+    logger.error("mail %s (%s): unexpected %s", mail.id, mail.kind, _error_origin(exc))
+    return f"unexpected error: {type(exc).__name__}"
 
 
 def _uncomposable(mail: ClaimedMail, exc: Exception) -> _Outcome:
