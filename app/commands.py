@@ -96,6 +96,7 @@ async def create_admin(
     engine = make_engine(settings.database_url, PoolSettings.from_settings(settings))
     db = Transactions(engine)
     passwords = Passwords.from_settings(settings)
+    await passwords.start()
     try:
         existing = await users.get_user_by_email(db, email)
         password = None
@@ -119,7 +120,7 @@ async def create_admin(
             db, passwords=passwords, email=email, name=name, password=password
         )
     finally:
-        passwords.close()
+        await passwords.close()
         await db.close()
         await engine.dispose()
     if created:

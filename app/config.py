@@ -152,11 +152,15 @@ class Settings(BaseSettings):
     password_hash_memory_kib: int = 19_456
     password_hash_time_cost: int = 2
     password_hash_parallelism: int = 1
-    # Threads that compute password hashes. Each hash takes one core for its whole duration,
-    # so more threads than cores only queues work in the kernel instead of in the service.
-    # The cores this process may run on, not the machine's: a container or a service pinned
-    # with taskset or cpusets gets as many threads as it has cores.
+    # How many password hashes run at once (hashing processes, or threads). Each hash takes
+    # one core for its whole duration, so more than the cores only queues work in the kernel
+    # instead of in the service. The cores this process may run on, not the machine's: a
+    # container or a service pinned with taskset or cpusets gets as many as it has cores.
     password_hash_threads: int = max(1, usable_cores())
+    # Where hashes run (app/hash_pools.py): "processes", a few hashing processes at the lowest
+    # CPU priority, so that a login storm leaves every other request alone; "threads", threads
+    # of the service's own process, which start at once and share its GIL (the tests' choice).
+    password_hash_pool: Literal["processes", "threads"] = "processes"  # noqa: S105 - not a secret
     # While imported hashes remain, a failed login waits as long as the slowest recent
     # imported verification, at most this long (app/login_padding.py); 0 turns the wait off.
     imported_hash_padding_max_seconds: float = 1.0

@@ -69,7 +69,7 @@ class ImportedHashPadding:
             self._timings.clear()  # a later import starts from the ceiling again
 
     def verified_imported(self, seconds: float) -> None:
-        """An imported hash was verified in `seconds` (on a hashing thread: deque appends are
+        """An imported hash was verified in `seconds` (told on the event loop; deque appends are
         atomic). It was in the database a moment ago, so at least one remains."""
         self._timings.append(seconds)
         if not self._remaining:

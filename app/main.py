@@ -37,6 +37,7 @@ from app.db import (
 from app.docs import install_docs
 from app.errors import OAuthError
 from app.files import readable_by_others
+from app.hash_pools import HashingUnavailable
 from app.heap import freeze_startup_objects, unfreeze
 from app.keys import KeyConfigError, TokenKeys, load_token_keys
 from app.logs import configure_logging
@@ -206,6 +207,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     recount = asyncio.create_task(
         _count_imported_hashes_forever(app, settings.imported_hash_recount_seconds)
     )
+    # After everything that can refuse to start: the hashing processes are ready to hash
+    # before the first request, and none is left behind by a start-up that failed.
+    await app.state.passwords.start()
     # Last: everything start-up built lives as long as the process (see app/heap.py).
     await freeze_startup_objects(app)
     try:
@@ -217,7 +221,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        app.state.passwords.close()
+        await app.state.passwords.close()
         await app.state.throttle.close()
         await app.state.transactions.close()
         await app.state.engine.dispose()
@@ -256,6 +260,16 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         type(exc).__name__,
         f" ({type(exc.orig).__name__})" if isinstance(exc, DBAPIError) else "",
     )
+    return JSONResponse(
+        {"detail": "Service temporarily unavailable"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
+    )
+
+
+async def _hashing_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A hashing process died twice under one request, or none could start (app/hash_pools.py).
+    logger.error("password hashing unavailable during %s %s", request.method, request.url.path)
     return JSONResponse(
         {"detail": "Service temporarily unavailable"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -343,6 +357,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # "try again shortly", not a 500 or a request that hangs.
     for exception_type in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(exception_type, _database_unavailable)
+    app.add_exception_handler(HashingUnavailable, _hashing_unavailable)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -88,13 +88,13 @@ EMAIL_OUTBOX_PENDING = Gauge(
 # Argon2id at the configured cost takes tens of milliseconds; buckets around that.
 PASSWORD_HASH_SECONDS = Histogram(
     "passgate_password_hash_seconds",
-    "Time one password hash or verification takes on a hashing thread.",
+    "Time one password hash or verification takes in a hashing process or thread.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
 )
 # livesum: a worker that died no longer has hashes waiting (see forget_dead_workers).
 PASSWORD_HASH_QUEUE = Gauge(
     "passgate_password_hash_queue",
-    "Password hashes waiting for a free hashing thread.",
+    "Password hashes waiting for a free hashing process or thread.",
     multiprocess_mode="livesum",
 )
 HTTP_REQUESTS = Counter(

@@ -2,7 +2,8 @@
 
 Also the second factor's primitives: TOTP codes, the sealing of TOTP secrets, recovery codes.
 
-The only module that imports passlib and python-jose: replacing either touches this file alone.
+With app/password_hasher.py (the blocking half of hashing), the only module that imports passlib
+and python-jose: replacing either touches these two files alone.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -18,12 +18,9 @@ import os
 import re
 import secrets
 import sys
-import threading
-import time
 import unicodedata
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_plus
@@ -34,35 +31,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jose import jwk, jwt
 from jose.exceptions import ExpiredSignatureError, JWKError, JWTError
-from passlib.context import CryptContext
 from passlib.exc import TokenError
 from passlib.totp import TOTP
 
 from app.config import Settings
-from app.hash_formats import UnacceptableHash, identify, verify_werkzeug
+from app.hash_pools import HashAccounting, ProcessHashPool, ThreadHashPool
 from app.keys import SigningKey, TokenKeys, VerificationKey
 from app.login_padding import ImportedHashPadding
-from app.metrics import PASSWORD_HASH_QUEUE, PASSWORD_HASH_SECONDS
-
-# Worker threads that hash passwords run at a lower CPU priority than the event loop, so a
-# storm of logins slows other logins down, not every other request. Not SCHED_IDLE: measured
-# side by side (tests/bench/storm_probe.py, quiet machine, 4 rounds each), W1's p99 in the
-# storm had a median of 19.9 ms under SCHED_IDLE against 15.5 ms at nice 10 (12 ms alone),
-# with W1 and the storm's logins slower too; probably because a SCHED_IDLE thread preempted
-# while it holds the GIL is the last thread the scheduler runs again, and the loop waits.
-HASH_THREAD_NICENESS = 10
-
-# Schemes of imported hashes that libpass verifies; Werkzeug's are verified by
-# app/hash_formats.py. Argon2 hashes, ours or imported, go through the native context.
-IMPORTED_SCHEMES = (
-    "bcrypt",
-    "pbkdf2_sha256",
-    "pbkdf2_sha512",
-    "django_pbkdf2_sha256",
-    "django_argon2",
-    "django_bcrypt_sha256",
-    "django_bcrypt",
-)
+from app.password_hasher import PasswordHasher, Verdict
 
 # How far in the future an `iat` may lie before the token is refused: covers clock skew
 # between replicas, not tokens minted for later.
@@ -98,12 +74,6 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 FOREIGN_KEY_HEADERS = ("jku", "jwk", "x5u", "x5c")
 
 
-def _lower_thread_priority() -> None:
-    # On Linux a thread id names one thread for setpriority(); elsewhere this is best effort.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
-
-
 def normalize_password(password: str) -> str:
     """The password as hashed and compared: Unicode NFKC (NIST SP 800-63B §5.1.1.2).
 
@@ -119,7 +89,8 @@ def normalize_password(password: str) -> str:
 
 
 class Passwords:
-    """Argon2id hashing on a small pool of low-priority threads, never on the event loop."""
+    """Argon2id hashing and verification, awaited: the work runs in a hashing pool
+    (app/hash_pools.py), never on the event loop."""
 
     def __init__(
         self,
@@ -129,29 +100,20 @@ class Passwords:
         parallelism: int,
         threads: int,
         padding_ceiling_seconds: float = 1.0,
+        pool: str = "processes",
     ) -> None:
-        self._context = CryptContext(
-            schemes=["argon2"],
-            argon2__type="ID",
-            argon2__memory_cost=memory_kib,
-            argon2__rounds=time_cost,
-            argon2__parallelism=parallelism,
-        )
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads,
-            thread_name_prefix="passgate-hash",
-            initializer=_lower_thread_priority,
-        )
-        self._imported = CryptContext(schemes=list(IMPORTED_SCHEMES))
-        self._memory_kib = memory_kib
-        self._time_cost = time_cost
+        parameters = {"memory_kib": memory_kib, "time_cost": time_cost, "parallelism": parallelism}
+        self._hasher = PasswordHasher(**parameters)
+        self._accounting = HashAccounting()
+        self._pool: ProcessHashPool | ThreadHashPool
+        if pool == "processes":
+            self._pool = ProcessHashPool(parameters, threads, self._accounting)
+        elif pool == "threads":
+            self._pool = ThreadHashPool(self._hasher, threads, self._accounting)
+        else:
+            raise ValueError(f"unknown hashing pool {pool!r}")
         # How long a failed login waits while imported hashes remain (app/login_padding.py).
         self.padding = ImportedHashPadding(padding_ceiling_seconds)
-        self._counter_lock = threading.Lock()
-        self.in_progress = 0  # hashes running right now, for tests and diagnostics
-        # Hashes started so far: what login traffic has cost this process. Tests read it to
-        # show that a throttled attempt costs none.
-        self.hashes_computed = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
@@ -161,31 +123,33 @@ class Passwords:
             parallelism=settings.password_hash_parallelism,
             threads=settings.password_hash_threads,
             padding_ceiling_seconds=settings.imported_hash_padding_max_seconds,
+            pool=settings.password_hash_pool,
         )
 
-    async def _run(self, function: Any, *args: Any) -> Any:
-        # The argon2 binding releases the GIL, so the event loop keeps serving while it runs.
-        # Queued until a hashing thread picks it up (passgate_password_hash_queue).
-        PASSWORD_HASH_QUEUE.inc()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._counted, function, *args
-        )
+    async def start(self) -> None:
+        """Start the hashing pool (its processes, ready to hash) before the first request."""
+        await self._pool.start()
 
-    def _counted(self, function: Any, *args: Any) -> Any:
-        PASSWORD_HASH_QUEUE.dec()
-        with self._counter_lock:
-            self.in_progress += 1
-            self.hashes_computed += 1
-        started = time.perf_counter()
-        try:
-            return function(*args)
-        finally:
-            PASSWORD_HASH_SECONDS.observe(time.perf_counter() - started)
-            with self._counter_lock:
-                self.in_progress -= 1
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @property
+    def pool(self) -> ProcessHashPool | ThreadHashPool:
+        return self._pool
+
+    @property
+    def in_progress(self) -> int:
+        """Hashes running right now, for tests and diagnostics."""
+        return self._accounting.in_progress
+
+    @property
+    def hashes_computed(self) -> int:
+        """Hashes started so far: what login traffic has cost this process."""
+        return self._accounting.hashes_computed
 
     async def hash(self, password: str) -> str:
-        return await self._run(self._context.hash, normalize_password(password))
+        new_hash: str = await self._pool.run("hash", normalize_password(password))
+        return new_hash
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Costs the same with or without a stored hash, so unknown emails don't answer faster."""
@@ -205,6 +169,12 @@ class Passwords:
         """
         return await self._verify_padded(password, password_hash, upgrade=True)
 
+    async def _verify(self, operation: str, *arguments: Any) -> Verdict:
+        verdict = Verdict(*await self._pool.run(operation, *arguments))
+        if verdict.imported_seconds is not None:
+            self.padding.verified_imported(verdict.imported_seconds)
+        return verdict
+
     async def _verify_padded(
         self, password: str, password_hash: str | None, *, upgrade: bool
     ) -> tuple[bool, str | None]:
@@ -212,18 +182,18 @@ class Passwords:
         started = loop.time()
         normalized = normalize_password(password)
         if password_hash is None:
-            await self._run(self._context.dummy_verify)
+            await self._pool.run("dummy_verify")
             matches, new_hash = False, None
         else:
-            matches, new_hash = await self._run(
-                self._verify_blocking, password, normalized, password_hash, upgrade
+            matches, new_hash, _ = await self._verify(
+                "verify", password, normalized, password_hash, upgrade
             )
         if not matches and normalized != password:
             # The hash may be of the other form: ours stored before passwords were normalised
             # are of the text as typed, an imported one may be of what another system saw.
             # Every failure, an unknown email's too, pays for this second try.
-            matches, new_hash = await self._run(
-                self._verify_other_form, password, normalized, password_hash, upgrade
+            matches, new_hash, _ = await self._verify(
+                "verify_other_form", password, normalized, password_hash, upgrade
             )
         if not matches and (wait := self.padding.seconds()) > 0:
             self.padding.padded_failures += 1
@@ -233,79 +203,9 @@ class Passwords:
                 await asyncio.sleep(remaining)
         return matches, new_hash
 
-    def _identify(self, password_hash: str) -> Any | None:
-        """The hash's format when it is one we verify within today's bounds, else None."""
-        try:
-            return identify(
-                password_hash,
-                max_argon2_memory_kib=self._memory_kib,
-                max_argon2_time_cost=self._time_cost,
-            )
-        except UnacceptableHash:
-            return None
-
-    def _verify_blocking(
-        self, password: str, normalized: str, password_hash: str, upgrade: bool
-    ) -> tuple[bool, str | None]:
-        """On a hashing thread: check the hash's format and bounds, then verify it."""
-        found = self._identify(password_hash)
-        if found is None:
-            # Written some other way, or outside today's bounds: never verified, and it costs
-            # what an unknown email costs.
-            self._context.dummy_verify()
-            return False, None
-        if found.scheme == "argon2":
-            if upgrade:
-                return self._context.verify_and_update(normalized, password_hash)
-            return self._context.verify(normalized, password_hash), None
-        started = time.perf_counter()
-        matches = self._verify_imported(password, password_hash, found)
-        self.padding.verified_imported(time.perf_counter() - started)
-        if matches and upgrade:
-            return True, self._context.hash(normalized)
-        return matches, None
-
-    def _verify_other_form(
-        self, password: str, normalized: str, password_hash: str | None, upgrade: bool
-    ) -> tuple[bool, str | None]:
-        """On a hashing thread: the form _verify_blocking did not try; rehashed on success."""
-        found = self._identify(password_hash) if password_hash is not None else None
-        if found is None or password_hash is None:
-            self._context.dummy_verify()
-            return False, None
-        if found.scheme == "argon2":
-            matches = self._context.verify(password, password_hash)
-        else:
-            started = time.perf_counter()
-            matches = self._verify_imported(normalized, password_hash, found)
-            self.padding.verified_imported(time.perf_counter() - started)
-        if not matches:
-            return False, None
-        return True, (self._context.hash(normalized) if upgrade else None)
-
-    def _verify_imported(self, password: str, password_hash: str, found: Any) -> bool:
-        # The old system hashed the password exactly as the user typed it, in UTF-8, so that
-        # is what is verified here: no normalisation the old system did not do.
-        try:
-            secret = password.encode()
-        except UnicodeEncodeError:  # a lone surrogate: no old system could have hashed it
-            self._context.dummy_verify()
-            return False
-        limit = found.max_password_bytes
-        if limit is not None and (len(secret) > limit or b"\0" in secret):
-            # bcrypt cannot take it: an ordinary failure (API.md), at the usual cost.
-            self._context.dummy_verify()
-            return False
-        if found.werkzeug is not None:
-            return verify_werkzeug(password, found.werkzeug)
-        return bool(self._imported.verify(password, password_hash))
-
     def hash_blocking(self, password: str) -> str:
         """For the command line and measurements, where no event loop is running."""
-        return self._context.hash(normalize_password(password))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        return self._hasher.hash(normalize_password(password))
 
 
 @dataclass(frozen=True, slots=True)

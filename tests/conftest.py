@@ -36,6 +36,9 @@ def test_settings(**overrides: Any) -> Settings:
         "password_hash_time_cost": 1,
         "password_hash_parallelism": 1,
         "password_hash_threads": 2,
+        # Threads start at once; a test of many apps would spend its time starting processes.
+        # tests/test_hash_processes.py tests the production default.
+        "password_hash_pool": "threads",
         # Audit lines as JSON, so tests can parse them (the service's default is text).
         "log_format": "json",
         **overrides,

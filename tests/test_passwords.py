@@ -38,10 +38,7 @@ def test_the_default_parameters_meet_owasp_minimums():
     assert defaults["password_hash_time_cost"].default >= 2
     assert defaults["password_hash_parallelism"].default >= 1
     passwords = Passwords.from_settings(settings)
-    try:
-        assert "$m=19456,t=2,p=1$" in passwords.hash_blocking("some password")
-    finally:
-        passwords.close()
+    assert "$m=19456,t=2,p=1$" in passwords.hash_blocking("some password")
 
 
 async def test_a_login_upgrades_a_hash_made_with_older_parameters(database_url):

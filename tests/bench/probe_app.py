@@ -17,11 +17,15 @@ import threading
 import time
 from typing import Any
 
-from app import security as service_security
+from app import hash_pools
+from app.hash_process import HASH_PROCESS_POLICIES
 from app.main import app as service
 
-# PROBE_HASH_POLICY: how the hashing threads are scheduled, to compare (default: the service's).
+# PROBE_HASH_POLICY: how hashing processes or threads are scheduled, to compare (default: the
+# service's): one of HASH_PROCESS_POLICIES for processes (PASSWORD_HASH_POOL=processes), or
+# idle, niceN or batch for threads.
 _policy = os.environ.get("PROBE_HASH_POLICY", "")
+_processes = os.environ.get("PASSWORD_HASH_POOL", "processes") == "processes"
 
 
 def _probe_hash_priority() -> None:
@@ -35,8 +39,12 @@ def _probe_hash_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, tid, 19)
 
 
-if _policy:
-    service_security._lower_thread_priority = _probe_hash_priority
+if _policy and _processes:
+    if _policy not in HASH_PROCESS_POLICIES:
+        raise SystemExit(f"PROBE_HASH_POLICY for processes: one of {HASH_PROCESS_POLICIES}")
+    hash_pools.HASH_PROCESS_POLICY = _policy
+elif _policy:
+    hash_pools._lower_thread_priority = _probe_hash_priority
 
 LAG_TICK = 0.002
 

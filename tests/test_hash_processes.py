@@ -1,0 +1,207 @@
+"""The production hashing pool: passwords hashed in low-priority processes (app/hash_pools.py).
+
+The rest of the suite hashes on threads (tests/conftest.py), which start at once; these tests
+run the service as production does, with PASSWORD_HASH_POOL's default, and check what only
+processes can get wrong: the pipe protocol, a process that dies, start-up and shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from app import hash_pools
+from app.config import Settings
+from app.main import create_app
+from app.security import Passwords
+from tests.conftest import login, new_user, signup, test_settings
+from tests.test_import_users import PASSWORD, WRONG, run_import, stored_hash, write_lines
+
+
+def process_settings(database_url: str, **overrides: Any) -> Settings:
+    return test_settings(database_url=database_url, password_hash_pool="processes", **overrides)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield app, client
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): read its state.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def wait_until_hashing(passwords: Passwords, task: asyncio.Task[Any]) -> None:
+    while passwords.in_progress == 0 and not task.done():  # noqa: ASYNC110 - polls a counter
+        await asyncio.sleep(0.001)
+    assert not task.done(), "the request finished before its hash was seen running"
+
+
+async def test_signup_and_login_hash_in_processes_of_their_own(database_url):
+    async with serving(process_settings(database_url)) as (app, client):
+        passwords = app.state.passwords
+        pids = passwords.pool.pids
+        assert len(pids) == 2  # PASSWORD_HASH_THREADS in test_settings
+        assert os.getpid() not in pids
+        user = await new_user(client)
+        assert user["access_token"]
+        wrong = await login(client, user["email"], "not the password")
+        unknown = await login(client, "nobody@example.com")
+        assert (wrong.status_code, unknown.status_code) == (400, 400)
+        assert wrong.json() == unknown.json()
+        # Signup's hash, the login's verify, the wrong password's and the unknown email's.
+        assert passwords.hashes_computed == 4
+        assert passwords.pool.pids == pids  # the same processes served every request
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+async def test_hashing_processes_run_at_the_lowest_cpu_priority(database_url):
+    async with serving(process_settings(database_url)) as (app, _):
+        for pid in app.state.passwords.pool.pids:
+            assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the event loop's is left alone
+
+
+async def test_stopping_the_service_stops_its_hashing_processes(database_url):
+    async with serving(process_settings(database_url)) as (app, client):
+        await new_user(client)
+        pids = app.state.passwords.pool.pids
+        assert all(alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
+
+
+async def test_a_process_killed_during_a_login_is_replaced_and_the_login_succeeds(database_url):
+    # A slow hash, so that the process can be killed while it computes; one process, so
+    # that it is the one computing.
+    settings = process_settings(
+        database_url,
+        password_hash_memory_kib=65_536,
+        password_hash_time_cost=3,
+        password_hash_threads=1,
+    )
+    async with serving(settings) as (app, client):
+        passwords = app.state.passwords
+        user = await new_user(client)
+        [before] = passwords.pool.pids
+        logging_in = asyncio.create_task(login(client, user["email"]))
+        await wait_until_hashing(passwords, logging_in)
+        os.kill(before, signal.SIGKILL)
+        response = await logging_in
+        assert response.status_code == 200, response.text
+        [after] = passwords.pool.pids
+        assert after != before
+        # One killed while idle is replaced by the next request that needs it.
+        os.kill(after, signal.SIGKILL)
+        assert (await login(client, user["email"])).status_code == 200
+        assert (await login(client, user["email"], "not the password")).status_code == 400
+
+
+async def test_without_a_hashing_process_a_login_is_a_503_and_nothing_changes(
+    database_url, monkeypatch
+):
+    async with serving(process_settings(database_url)) as (app, client):
+        user = await new_user(client)
+        before = await stored_hash(app, user["email"])
+        # Processes can no longer start (as on a host out of memory or of process slots).
+        monkeypatch.setattr(
+            hash_pools, "HASH_PROCESS_COMMAND", (sys.executable, "-c", "raise SystemExit(3)")
+        )
+        for pid in app.state.passwords.pool.pids:
+            os.kill(pid, signal.SIGKILL)
+        response = await login(client, user["email"])
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert response.json() == {"detail": "Service temporarily unavailable"}
+        assert await stored_hash(app, user["email"]) == before
+        taken = await signup(client, email=user["email"])
+        assert taken.status_code in (409, 503)
+
+        monkeypatch.undo()  # the host recovers: the next request starts a process again
+        assert (await login(client, user["email"])).status_code == 200
+
+
+async def test_a_service_whose_hashing_processes_cannot_start_fails_to_start(
+    database_url, monkeypatch
+):
+    monkeypatch.setattr(
+        hash_pools, "HASH_PROCESS_COMMAND", (sys.executable, "-c", "raise SystemExit(3)")
+    )
+    app = create_app(process_settings(database_url))
+    with pytest.raises(hash_pools.HashingUnavailable):
+        async with LifespanManager(app):
+            pass
+
+
+async def test_an_imported_hash_is_verified_in_a_process_and_pads_failures(database_url, tmp_path):
+    settings = process_settings(database_url)
+    path = write_lines(
+        tmp_path / "users.jsonl",
+        [
+            {
+                "email": "ada@example.com",
+                "name": "Ada",
+                "password_hash": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode(),
+            }
+        ],
+    )
+    await run_import(settings, path)
+    async with serving(settings) as (app, client):
+        padding = app.state.passwords.padding
+        # Before any imported hash was verified, a failure waits the whole ceiling.
+        assert padding.seconds() == settings.imported_hash_padding_max_seconds
+        assert (await login(client, "ada@example.com", WRONG)).status_code == 400
+        # The process sent back how long bcrypt took: the wait is now that, not the ceiling.
+        assert 0 < padding.seconds() < settings.imported_hash_padding_max_seconds
+        assert (await login(client, "ada@example.com", PASSWORD)).status_code == 200
+        assert (await stored_hash(app, "ada@example.com")).startswith("$argon2id$")
+
+
+async def test_any_text_crosses_to_a_hashing_process_exactly():
+    passwords = Passwords(memory_kib=1024, time_cost=1, parallelism=1, threads=1)
+    await passwords.start()
+    try:
+        # Newlines, a NUL, quotes and text beyond the BMP: the pipe carries JSON lines.
+        for password in ('a"b\n\0 mot de passe\\', "パスワード 🔑 pass\r\nword\u2028"):
+            stored = await passwords.hash(password)
+            assert await passwords.verify(password, stored)
+            assert not await passwords.verify(password + "x", stored)
+    finally:
+        await passwords.close()
+
+
+async def test_a_request_cancelled_while_queued_costs_no_hash():
+    passwords = Passwords(memory_kib=65_536, time_cost=3, parallelism=1, threads=1)
+    await passwords.start()
+    try:
+        first = asyncio.create_task(passwords.hash("first password"))
+        await wait_until_hashing(passwords, first)
+        queued = asyncio.create_task(passwords.hash("queued password"))
+        await asyncio.sleep(0)
+        queued.cancel()
+        await first
+        third = await passwords.hash("third password")
+        assert third.startswith("$argon2id$")
+        assert passwords.hashes_computed == 2  # the cancelled one never reached a process
+    finally:
+        await passwords.close()
