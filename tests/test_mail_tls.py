@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from app.models import OutboxMail
 from tests.conftest import signup
 from tests.conftest import test_settings as make_settings
-from tests.mail import MailServer
+from tests.mail import Captured, MailServer
 from tests.test_mail import outbox_rows, wait_until
 from tests.test_recovery import VERIFY, service
 
@@ -123,11 +124,41 @@ class Logins:
         return AuthResult(success=login == SMTP_LOGIN)
 
 
-def tls_settings(database_url: str, server: MailServer, **overrides: Any):
-    return make_settings(
-        database_url=database_url,
-        **server.settings(**{"smtp_tls": "starttls", **overrides}),
-    )
+async def sign_up_through(
+    database_url: str, server: MailServer, **overrides: Any
+) -> tuple[list[Captured], OutboxMail]:
+    """Start `server`, sign up ada@example.com with a service sending there (STARTTLS unless
+    `overrides` say otherwise) and stop both once the sender has recorded the attempt: what
+    the server received, and the mail's outbox row."""
+    server.start()
+    try:
+        settings = make_settings(
+            database_url=database_url,
+            **server.settings(**{"smtp_tls": "starttls", **overrides}),
+        )
+        async with service(settings) as (app, client):
+            assert (await signup(client, email="ada@example.com")).status_code == 201
+
+            async def recorded() -> bool:
+                rows = await outbox_rows(app)
+                return bool(rows) and (
+                    rows[0].sent_at is not None or rows[0].last_error is not None
+                )
+
+            await wait_until(recorded)
+            [row] = await outbox_rows(app)
+    finally:
+        server.stop()
+    return server.messages(), row
+
+
+def delivered(received: list[Captured], row: OutboxMail) -> Captured:
+    """The one verification mail that came, with its link, recorded as sent."""
+    [mail] = received
+    assert mail.recipients == ["ada@example.com"] and VERIFY in mail.subject
+    assert mail.token
+    assert row.sent_at is not None and row.last_error is None
+    return mail
 
 
 async def test_starttls_delivers_and_logs_in_only_once_encrypted(database_url, certificates):
@@ -138,38 +169,26 @@ async def test_starttls_delivers_and_logs_in_only_once_encrypted(database_url, c
         authenticator=logins,
         auth_required=True,
     )
-    server.start()
-    try:
-        settings = tls_settings(
+    delivered(
+        *await sign_up_through(
             database_url,
             server,
             smtp_ca_file=certificates.ca_file,
             smtp_username=SMTP_LOGIN[0],
             smtp_password=SMTP_LOGIN[1],
         )
-        async with service(settings) as (_, client):
-            assert (await signup(client, email="ada@example.com")).status_code == 201
-            [mail] = await server.wait_for("ada@example.com", subject=VERIFY)
-    finally:
-        server.stop()
-    assert mail.token
+    )
     # aiosmtpd refuses AUTH before STARTTLS (auth_require_tls); the login came over TLS.
     assert logins.seen == [(SMTP_LOGIN[0], True)]
 
 
 async def test_implicit_tls_delivers(database_url, certificates):
     server = MailServer(ssl_context=certificates.server_context)
-    server.start()
-    try:
-        settings = tls_settings(
+    delivered(
+        *await sign_up_through(
             database_url, server, smtp_tls="tls", smtp_ca_file=certificates.ca_file
         )
-        async with service(settings) as (_, client):
-            assert (await signup(client, email="ada@example.com")).status_code == 201
-            [mail] = await server.wait_for("ada@example.com", subject=VERIFY)
-    finally:
-        server.stop()
-    assert mail.token
+    )
 
 
 @pytest.mark.parametrize(
@@ -185,28 +204,15 @@ async def test_a_certificate_that_does_not_verify_gets_no_mail(
 ):
     tls = getattr(certificates, context)
     server = MailServer(**({"tls_context": tls} if mode == "starttls" else {"ssl_context": tls}))
-    server.start()
-    try:
-        settings = tls_settings(
-            database_url,
-            server,
-            smtp_tls=mode,
-            smtp_ca_file=certificates.ca_file if with_ca_file else None,
-            smtp_username=SMTP_LOGIN[0],
-            smtp_password=SMTP_LOGIN[1],
-        )
-        async with service(settings) as (app, client):
-            assert (await signup(client, email="ada@example.com")).status_code == 201
-
-            async def tried() -> bool:
-                rows = await outbox_rows(app)
-                return bool(rows) and rows[0].last_error is not None
-
-            await wait_until(tried)
-            [row] = await outbox_rows(app)
-    finally:
-        server.stop()
-    assert server.messages() == []
+    received, row = await sign_up_through(
+        database_url,
+        server,
+        smtp_tls=mode,
+        smtp_ca_file=certificates.ca_file if with_ca_file else None,
+        smtp_username=SMTP_LOGIN[0],
+        smtp_password=SMTP_LOGIN[1],
+    )
+    assert received == []
     assert row.sent_at is None
     assert "CERTIFICATE_VERIFY_FAILED" in row.last_error, row.last_error
 
