@@ -192,3 +192,34 @@ async def test_an_unexpected_error_in_one_mail_leaves_the_sender_sending_the_oth
     lines = mail_lines(caplog)
     assert any(str(bob.id) in line and "UnicodeEncodeError" in line for line in lines), lines
     assert not any("bob@example.com" in line for line in lines), lines
+
+
+async def test_an_unexpected_error_outside_any_one_mail_is_logged_and_the_sender_goes_on(
+    database_url,
+    mail_server: MailServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+):
+    # Raised by a whole round, before any mail is claimed: the task logs it and looks again
+    # after its pause, instead of ending.
+    claim_and_compose = Mailer._claim_and_compose
+    calls = []
+
+    async def fail_first_round(self, batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise RuntimeError("ada@example.com")
+        return await claim_and_compose(self, batch)
+
+    monkeypatch.setattr(Mailer, "_claim_and_compose", fail_first_round)
+    caplog.set_level(logging.INFO, logger="passgate.mail")
+    settings = make_settings(database_url=database_url, **mail_server.settings())
+    async with service(settings) as (_, client):
+        assert (await signup(client, email="ada@example.com")).status_code == 201
+        [mail] = await mail_server.wait_for("ada@example.com", subject=VERIFY)
+        assert (await confirm_address(client, mail.token)).status_code == 200
+
+    assert len(calls) >= 2
+    lines = mail_lines(caplog)
+    assert any(line.startswith("mail sender: unexpected RuntimeError at") for line in lines)
+    assert not any("ada@example.com" in line for line in lines), lines
