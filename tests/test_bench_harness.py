@@ -125,3 +125,13 @@ async def test_the_driver_carries_a_bearer_token_and_its_query(app: FastAPI):
     cpu_us, wall_us = await cost_per_request_us(app, "/users/me", headers, 8, clients=4)
     assert cpu_us > 0
     assert wall_us > 0
+
+
+@pytest.mark.parametrize(
+    ("database", "workers", "block"),
+    [("sqlite", 1, "bench"), ("sqlite", 2, "bench-workers"), ("postgresql", 1, "bench-postgres")],
+)
+def test_each_kind_of_run_replaces_its_own_table(database, workers, block):
+    page = (run.REPO / "docs" / "benchmarks.md").read_text()
+    assert run.readme_block(database, workers) == block
+    assert f"<!-- {block}:start -->" in page and f"<!-- {block}:end -->" in page

@@ -132,14 +132,20 @@ def thread_cpu() -> dict[str, tuple[float, float, int, int]]:
     """Per thread of this process, by name: (CPU s, run-queue wait s, voluntary and
     involuntary context switches), from /proc's schedstat and status."""
     names = {t.native_id: t.name for t in threading.enumerate()}
+    tasks = {f"/proc/self/task/{tid}": tid for tid in os.listdir("/proc/self/task")}
+    # The hashing processes too (PASSWORD_HASH_POOL=processes), one thread each.
+    pool = getattr(getattr(service.state, "passwords", None), "pool", None)
+    for pid in getattr(pool, "pids", []):
+        tasks[f"/proc/{pid}"] = str(pid)
+        names[pid] = "hash-process"
     cpu: dict[str, tuple[float, float, int, int]] = {}
-    for tid in os.listdir("/proc/self/task"):
+    for path, tid in tasks.items():
         try:
-            with open(f"/proc/self/task/{tid}/schedstat") as stat:
+            with open(f"{path}/schedstat") as stat:
                 on_cpu, waiting, _ = (int(field) for field in stat.read().split())
-            with open(f"/proc/self/task/{tid}/status") as status:
+            with open(f"{path}/status") as status:
                 fields = dict(line.split(":", 1) for line in status.read().splitlines())
-            with open(f"/proc/self/task/{tid}/comm") as comm:
+            with open(f"{path}/comm") as comm:
                 fallback = comm.read().strip()
         except OSError:
             continue

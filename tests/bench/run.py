@@ -66,8 +66,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 LUA = HERE / "lua"
 RESULTS = HERE / "results"
-README_START = "<!-- bench:start -->"
-README_END = "<!-- bench:end -->"
+# docs/benchmarks.md holds one table per kind of run, each between its own markers.
+README_BLOCKS = {"sqlite": "bench", "workers": "bench-workers", "postgresql": "bench-postgres"}
 
 BENCH_PASSWORD = "bench-password-7f3a"  # not on any common-password list
 # Targets from issues 7 and 16.
@@ -836,11 +836,21 @@ def write_results(results: dict[str, Any]) -> None:
         return
     path = Path(readme)
     content = path.read_text() if path.exists() else ""
-    if README_START in content and README_END in content:
-        before, rest = content.split(README_START, 1)
-        _, after = rest.split(README_END, 1)
-        path.write_text(f"{before}{README_START}\n{table}{README_END}{after}")
-        log(f"README table updated: {path}")
+    block = readme_block(results["settings"]["database"], WORKERS)
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    if start in content and end in content:
+        before, rest = content.split(start, 1)
+        _, after = rest.split(end, 1)
+        path.write_text(f"{before}{start}\n{table}{end}{after}")
+        log(f"README table updated: {path} ({block})")
+
+
+def readme_block(database: str, workers: int) -> str:
+    """Which table of docs/benchmarks.md a run replaces: PostgreSQL's, several workers', or
+    the one-worker SQLite table at the top, so that no run overwrites another kind's."""
+    if database == "postgresql":
+        return README_BLOCKS["postgresql"]
+    return README_BLOCKS["workers" if workers > 1 else "sqlite"]
 
 
 if __name__ == "__main__":
