@@ -11,15 +11,11 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import bcrypt
-import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from app import hash_pools
 from app.config import Settings
@@ -27,19 +23,11 @@ from app.main import create_app
 from app.security import Passwords
 from tests.conftest import login, new_user, signup, test_settings
 from tests.test_import_users import PASSWORD, WRONG, run_import, stored_hash, write_lines
+from tests.test_recovery import service
 
 
 def process_settings(database_url: str, **overrides: Any) -> Settings:
     return test_settings(database_url=database_url, password_hash_pool="processes", **overrides)
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield app, client
 
 
 def alive(pid: int) -> bool:
@@ -59,7 +47,7 @@ async def wait_until_hashing(passwords: Passwords, task: asyncio.Task[Any]) -> N
 
 
 async def test_signup_and_login_hash_in_processes_of_their_own(database_url):
-    async with serving(process_settings(database_url)) as (app, client):
+    async with service(process_settings(database_url)) as (app, client):
         passwords = app.state.passwords
         pids = passwords.pool.pids
         assert len(pids) == 2  # PASSWORD_HASH_THREADS in test_settings
@@ -77,14 +65,14 @@ async def test_signup_and_login_hash_in_processes_of_their_own(database_url):
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 async def test_hashing_processes_run_at_the_lowest_cpu_priority(database_url):
-    async with serving(process_settings(database_url)) as (app, _):
+    async with service(process_settings(database_url)) as (app, _):
         for pid in app.state.passwords.pool.pids:
             assert os.sched_getscheduler(pid) == os.SCHED_IDLE
         assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the event loop's is left alone
 
 
 async def test_stopping_the_service_stops_its_hashing_processes(database_url):
-    async with serving(process_settings(database_url)) as (app, client):
+    async with service(process_settings(database_url)) as (app, client):
         await new_user(client)
         pids = app.state.passwords.pool.pids
         assert all(alive(pid) for pid in pids)
@@ -100,7 +88,7 @@ async def test_a_process_killed_during_a_login_is_replaced_and_the_login_succeed
         password_hash_time_cost=3,
         password_hash_threads=1,
     )
-    async with serving(settings) as (app, client):
+    async with service(settings) as (app, client):
         passwords = app.state.passwords
         user = await new_user(client)
         [before] = passwords.pool.pids
@@ -120,7 +108,7 @@ async def test_a_process_killed_during_a_login_is_replaced_and_the_login_succeed
 async def test_without_a_hashing_process_a_login_is_a_503_and_nothing_changes(
     database_url, monkeypatch
 ):
-    async with serving(process_settings(database_url)) as (app, client):
+    async with service(process_settings(database_url)) as (app, client):
         user = await new_user(client)
         before = await stored_hash(app, user["email"])
         # Processes can no longer start (as on a host out of memory or of process slots).
@@ -166,7 +154,7 @@ async def test_an_imported_hash_is_verified_in_a_process_and_pads_failures(datab
         ],
     )
     await run_import(settings, path)
-    async with serving(settings) as (app, client):
+    async with service(settings) as (app, client):
         padding = app.state.passwords.padding
         # Before any imported hash was verified, a failure waits the whole ceiling.
         assert padding.seconds() == settings.imported_hash_padding_max_seconds
