@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.audit import AuditEvent, configure_audit_log, record
 from app.cli import CommandError
-from app.config import Settings, describe_validation_error
+from app.config import Settings, describe_validation_error, usable_cores
 from app.db import PoolSettings, make_engine
 from app.keys import KeyConfigError, load_token_keys
 from app.logs import configure_logging
@@ -198,6 +198,10 @@ def serve(
         if host not in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
             shown = f"[{host}]" if ":" in host else host
             os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
+    if workers > 1 and "password_hash_threads" not in settings.model_fields_set:
+        # Each worker hashes with its own processes: its share of the cores, not all of them
+        # (more hashes at once than cores only queue in the kernel; docs/benchmarks.md).
+        os.environ["PASSWORD_HASH_THREADS"] = str(max(1, usable_cores() // workers))
     if workers > 1 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
         # Several processes: each counts in its own files, which /metrics sums (app.metrics).
         # A folder per port, emptied now, before uvicorn starts the first worker.

@@ -8,20 +8,24 @@ processes can get wrong: the pipe protocol, a process that dies, start-up and sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import bcrypt
+import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
 from app import hash_pools
-from app.config import Settings
+from app.config import Settings, usable_cores
 from app.main import create_app
 from app.security import Passwords
-from tests.conftest import login, new_user, signup, test_settings
+from tests.conftest import DEFAULT_PASSWORD, login, new_user, signup, test_settings
+from tests.processes import free_port, service_environment, start_serve
 from tests.test_import_users import PASSWORD, WRONG, run_import, stored_hash, write_lines
 from tests.test_recovery import service
 
@@ -193,3 +197,68 @@ async def test_a_request_cancelled_while_queued_costs_no_hash():
         assert passwords.hashes_computed == 2  # the cancelled one never reached a process
     finally:
         await passwords.close()
+
+
+def hash_processes_under(root: int) -> list[int]:
+    """The hashing processes among `root`'s descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:  # gone meanwhile
+                continue
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    found = []
+    for pid in parents:
+        if descends(pid):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"app.hash_process" in cmdline.read():
+                    found.append(pid)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts processes from /proc")
+@pytest.mark.parametrize("explicit", [None, 2], ids=["default", "PASSWORD_HASH_THREADS=2"])
+def test_serve_with_workers_gives_each_its_share_of_the_cores_and_stops_them_all(
+    tmp_path, explicit
+):
+    env = service_environment(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'passgate.db'}",
+        SECRET_KEY="hash-processes-test-secret-long-enough-for-hs256",
+    )
+    # Unset, the cores are shared out between the workers; a value set is each worker's.
+    del env["PASSWORD_HASH_THREADS"]
+    if explicit is not None:
+        env["PASSWORD_HASH_THREADS"] = str(explicit)
+    env.pop("PASSWORD_HASH_POOL", None)
+    workers = 2
+    per_worker = explicit or max(1, usable_cores() // workers)
+    service = start_serve(env, tmp_path, port=free_port(), workers=workers)
+    try:
+        deadline = time.monotonic() + 60
+        while service.log.read_text().count("Application startup complete") < workers:
+            assert time.monotonic() < deadline, service.output()
+            time.sleep(0.1)
+        found = hash_processes_under(service.process.pid)
+        assert len(found) == workers * per_worker, found
+        with httpx.Client(base_url=service.url, timeout=10, trust_env=False) as http:
+            assert (
+                http.post(
+                    "/signup",
+                    json={"name": "Ada", "email": "ada@example.com", "password": DEFAULT_PASSWORD},
+                ).status_code
+                == 201
+            )
+    finally:
+        service.process.send_signal(signal.SIGTERM)
+        service.process.wait(timeout=60)
+    assert not any(alive(pid) for pid in found)
