@@ -59,14 +59,16 @@ def _common_passwords() -> frozenset[str]:
 def check_password_policy(password: str) -> str:
     """8 to 128 characters of any script, and not one of the commonest leaked passwords.
 
-    Checked on the password as it is hashed (normalised): `ö` typed as two code points is one
-    character, and full-width letters do not hide a common password.
+    The length holds both as typed, which is what the schema's minLength and maxLength count,
+    and as hashed (normalised): `ö` typed as two code points is one character, and `¾`, one
+    code point, is three once normalised; so neither form can stretch a short password past
+    the limit or a long one under it. Full-width letters do not hide a common password.
     """
     reject_unstorable(password)
     normalized = normalize_password(password)
-    if len(normalized) < PASSWORD_MIN_LENGTH:
+    if min(len(password), len(normalized)) < PASSWORD_MIN_LENGTH:
         raise ValueError(f"must be at least {PASSWORD_MIN_LENGTH} characters long")
-    if len(normalized) > PASSWORD_MAX_LENGTH:
+    if max(len(password), len(normalized)) > PASSWORD_MAX_LENGTH:
         raise ValueError(f"must be at most {PASSWORD_MAX_LENGTH} characters long")
     if normalized.lower() in _common_passwords():
         raise ValueError("is too common: it appears in lists of leaked passwords")
