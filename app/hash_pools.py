@@ -223,15 +223,8 @@ class ProcessHashPool:
     reply arrives on a pipe the loop polls like its sockets.
     """
 
-    def __init__(
-        self,
-        parameters: dict[str, Any],
-        size: int,
-        accounting: HashAccounting,
-        *,
-        policy: str | None = None,
-    ) -> None:
-        self._parameters = {**parameters, "policy": policy or HASH_PROCESS_POLICY}
+    def __init__(self, parameters: dict[str, Any], size: int, accounting: HashAccounting) -> None:
+        self._parameters = {**parameters, "policy": HASH_PROCESS_POLICY}
         self._size = size
         self._accounting = accounting
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -258,7 +251,8 @@ class ProcessHashPool:
 
     @property
     def pids(self) -> list[int]:
-        """The running processes' ids, for tests and diagnostics."""
+        """The hashing processes' ids, for tests and diagnostics (one that died stays listed
+        until the next hash for its slot replaces it)."""
         return [process.pid for process in self._processes if process is not None]
 
     async def run(self, operation: str, *arguments: Any) -> Any:
