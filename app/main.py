@@ -260,16 +260,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         type(exc).__name__,
         f" ({type(exc.orig).__name__})" if isinstance(exc, DBAPIError) else "",
     )
-    return JSONResponse(
-        {"detail": "Service temporarily unavailable"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
-    )
+    return _try_again_shortly()
 
 
 async def _hashing_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # A hashing process died twice under one request, or none could start (app/hash_pools.py).
     logger.error("password hashing unavailable during %s %s", request.method, request.url.path)
+    return _try_again_shortly()
+
+
+def _try_again_shortly() -> JSONResponse:
+    """The 503 of an outage the client can wait out: the database, or password hashing."""
     return JSONResponse(
         {"detail": "Service temporarily unavailable"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
