@@ -561,8 +561,7 @@ class Mailer:
             except _UNCOMPOSABLE as exc:
                 outcomes.append(_uncomposable(mail, exc))
             except Exception as exc:  # see `_unexpected`
-                count_email(str(mail.kind), "failed")
-                outcomes.append(self._failed(mail, _unexpected(mail, exc)))
+                outcomes.append(self._failed_unexpectedly(mail, exc))
             else:
                 ready.append((mail, message))
 
@@ -606,8 +605,7 @@ class Mailer:
         except _UNCOMPOSABLE as exc:  # InvalidEmail among them
             return _uncomposable(mail, exc)
         except Exception as exc:  # see `_unexpected`
-            count_email(str(mail.kind), "failed")
-            return self._failed(mail, _unexpected(mail, exc))
+            return self._failed_unexpectedly(mail, exc)
         try:
             await self._deliver(outgoing, message)
         except PermanentFailure as exc:
@@ -624,8 +622,7 @@ class Mailer:
             return self._failed(mail, _describe(exc))
         except Exception as exc:  # see `_unexpected`
             # Such as aiosmtplib's UnicodeEncodeError for an address it cannot write.
-            count_email(str(mail.kind), "failed")
-            return self._failed(mail, _unexpected(mail, exc))
+            return self._failed_unexpectedly(mail, exc)
         count_email(str(mail.kind), "sent")
         return _Outcome(MARK_SENT, mail, "", logging.INFO, f"mail {mail.id} ({mail.kind}) sent")
 
@@ -688,6 +685,11 @@ class Mailer:
                 raise
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await client.quit()
+
+    def _failed_unexpectedly(self, mail: ClaimedMail, exc: Exception) -> _Outcome:
+        """A failed attempt for an error no code path expects (`_unexpected`), counted."""
+        count_email(str(mail.kind), "failed")
+        return self._failed(mail, _unexpected(mail, exc))
 
     def _failed(self, mail: ClaimedMail, error: str) -> _Outcome:
         """Retried later with backoff, or given up on once retries would run past the window."""
