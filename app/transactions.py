@@ -405,7 +405,8 @@ class Transactions:
             return await connection.run_sync(_run_core(work))
 
     async def point_read(self, work: Work[T]) -> T:
-        """Run `work`, which only reads a few rows by key, at once: the bearer check's lookup.
+        """Run `work`, which only reads a few rows by key, at once: the bearer check's lookup
+        and the login's read of the account by email.
 
         On SQLite it runs on the event loop itself, on a query-only connection of its own. The
         hop to the reader thread (a queue put, a thread wake-up, a call_soon_threadsafe back,

@@ -153,7 +153,8 @@ async def authenticate(
             return None
         return Account(*found[:-1]), bool(found.second_factor)
 
-    found = await db.read(find)
+    # A point read: on SQLite it runs on the event loop, with no hop to the reader thread.
+    found = await db.point_read(find)
     row, second_factor = found if found is not None else (None, False)
     matches, new_hash = await passwords.verify_and_update(
         password, row.password_hash if row is not None else None
