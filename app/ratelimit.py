@@ -301,7 +301,7 @@ async def get_throttle(request: Request) -> Throttle:
     return request.app.state.throttle
 
 
-async def get_client_address(request: Request) -> str:
+def client_address(request: Request) -> str:
     """The peer's address as the server saw it.
 
     Proxy headers count only where the operator said to trust them (uvicorn's
@@ -309,6 +309,10 @@ async def get_client_address(request: Request) -> str:
     client could pick any address with X-Forwarded-For and escape its limit.
     """
     return address_key(request.client.host if request.client else None)
+
+
+async def get_client_address(request: Request) -> str:
+    return client_address(request)
 
 
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]

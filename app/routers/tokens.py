@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.audit import AuditEvent, record
 from app.db import SessionDep, utcnow
-from app.deps import AccessTokensDep, CurrentUser, PasswordsDep, TransactionsDep
+from app.deps import AccessTokensDep, CurrentUser
 from app.errors import (
     EmailNotVerified,
     InvalidCredentials,
@@ -22,7 +22,7 @@ from app.errors import (
 from app.forms import form_request_body, read_form
 from app.login_padding import is_imported
 from app.metrics import count_login, count_mfa_verification, count_refresh
-from app.ratelimit import ClientAddress, Throttle, Throttled, ThrottleDep
+from app.ratelimit import Throttle, Throttled, client_address
 from app.schemas import (
     GRANT_TYPES,
     MFA_OTP_GRANT,
@@ -107,22 +107,22 @@ def required_field(form: dict[str, str], name: str) -> str:
     responses=TOKEN_ERRORS,
     openapi_extra={"security": [], "requestBody": form_request_body(TokenRequest)},
 )
-async def issue_token(
-    request: Request,
-    response: Response,
-    db: TransactionsDep,
-    passwords: PasswordsDep,
-    access_tokens: AccessTokensDep,
-    throttle: ThrottleDep,
-    address: ClientAddress,
-) -> TokenResponse | JSONResponse:
+async def issue_token(request: Request, response: Response) -> TokenResponse | JSONResponse:
     """Log in with email and password, or renew tokens with a refresh token (RFC 6749).
 
     If the account has a second factor, the password grant answers 403 `mfa_required` with an
     `mfa_token` instead of tokens: post it back with `grant_type=urn:passgate:params:oauth:grant-type:mfa-otp`
     and `otp=<code>` (or `...:mfa-recovery-code` and `recovery_code=<code>`) to get them.
     """
-    now: dt.datetime = request.app.state.clock()
+    # The services from app.state rather than as dependencies: each dependency costs FastAPI's
+    # solver tens of microseconds, and every login's CPU is CPU its hash does not get (W3).
+    state = request.app.state
+    db: Transactions = state.transactions
+    passwords: Passwords = state.passwords
+    access_tokens: AccessTokens = state.access_tokens
+    throttle: Throttle = state.throttle
+    address = client_address(request)
+    now: dt.datetime = state.clock()
     response.headers.update(NO_STORE)
     form = await read_form(request, TokenRequest.model_fields)
     grant_type = form.get("grant_type")
