@@ -182,19 +182,65 @@ async def test_any_text_crosses_to_a_hashing_process_exactly():
         await passwords.close()
 
 
+async def wait_until_in_hand(passwords: Passwords, count: int) -> None:
+    """Until `count` requests have been handed to the hashing processes."""
+    async with asyncio.timeout(30):
+        while passwords.in_progress < count:  # noqa: ASYNC110 - polls a counter
+            await asyncio.sleep(0.001)
+
+
 async def test_a_request_cancelled_while_queued_costs_no_hash():
     passwords = Passwords(memory_kib=65_536, time_cost=3, parallelism=1, threads=1)
     await passwords.start()
     try:
-        first = asyncio.create_task(passwords.hash("first password"))
-        await wait_until_hashing(passwords, first)
+        # The process holds two: the one it computes and the next (PIPELINE_DEPTH).
+        held = [asyncio.create_task(passwords.hash(f"held password {n}")) for n in range(2)]
+        await wait_until_in_hand(passwords, hash_pools.PIPELINE_DEPTH)
         queued = asyncio.create_task(passwords.hash("queued password"))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert not queued.done()
         queued.cancel()
-        await first
-        third = await passwords.hash("third password")
-        assert third.startswith("$argon2id$")
-        assert passwords.hashes_computed == 2  # the cancelled one never reached a process
+        await asyncio.gather(*held)
+        last = await passwords.hash("last password")
+        assert last.startswith("$argon2id$")
+        assert passwords.hashes_computed == 3  # the cancelled one never reached a process
+    finally:
+        await passwords.close()
+
+
+async def test_a_process_holds_the_next_request_and_answers_each_caller_its_own():
+    passwords = Passwords(memory_kib=8_192, time_cost=1, parallelism=1, threads=1)
+    await passwords.start()
+    try:
+        [pid] = passwords.pool.pids
+        texts = [f"password number {n}" for n in range(12)]
+        hashes = await asyncio.gather(*(passwords.hash(text) for text in texts))
+        verdicts = await asyncio.gather(
+            *(passwords.verify(text, stored) for text, stored in zip(texts, hashes, strict=True)),
+            *(
+                passwords.verify(text, stored)
+                for text, stored in zip(texts, hashes[1:], strict=False)
+            ),
+        )
+        assert verdicts == [True] * 12 + [False] * 11
+        assert passwords.pool.pids == [pid]
+    finally:
+        await passwords.close()
+
+
+async def test_a_process_killed_with_two_requests_in_hand_is_replaced_and_both_succeed():
+    passwords = Passwords(memory_kib=65_536, time_cost=3, parallelism=1, threads=1)
+    await passwords.start()
+    try:
+        [before] = passwords.pool.pids
+        held = [asyncio.create_task(passwords.hash(f"held password {n}")) for n in range(2)]
+        await wait_until_in_hand(passwords, 2)
+        os.kill(before, signal.SIGKILL)
+        hashed = await asyncio.gather(*held)
+        assert all(value.startswith("$argon2id$") for value in hashed)
+        [after] = passwords.pool.pids
+        assert after != before
+        assert not alive(before)
     finally:
         await passwords.close()
 
