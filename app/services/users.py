@@ -25,7 +25,16 @@ from app.errors import (
     UserNotFound,
     WrongPassword,
 )
-from app.models import USER_COLUMNS, Account, OneTimeToken, TokenFamily, TotpFactor, User, uuid7
+from app.models import (
+    USER_COLUMNS,
+    Account,
+    OneTimeToken,
+    OutboxMail,
+    TokenFamily,
+    TotpFactor,
+    User,
+    uuid7,
+)
 from app.security import Passwords
 from app.services import credentials
 from app.services.mail import INSERT_MAIL, MailKind, mail_row
@@ -341,10 +350,18 @@ async def rename_user(db: Transactions, *, user_id: uuid.UUID, name: str) -> Acc
 
 
 async def delete_user(session: AsyncSession, *, user_id: uuid.UUID) -> bool:
-    """Delete the account; its logins and refresh tokens go with it (ON DELETE CASCADE)."""
-    # Deleted explicitly as well, so the rows go even where foreign keys are not enforced.
-    await session.execute(delete(TokenFamily).where(TokenFamily.user_id == user_id))
+    """Delete the account; its logins, tokens and mail go with it (ON DELETE CASCADE).
+
+    On PostgreSQL the rows are locked in the order the other writers lock them, so a deletion
+    never deadlocks with them: the mail sender locks an outbox row and then, minting the mail's
+    token, the users row (the foreign key's KEY SHARE); a credential change locks the users row
+    and then the token families. So: the outbox rows, the users row, the families after it.
+    """
+    await session.execute(delete(OutboxMail).where(OutboxMail.user_id == user_id))
     result = await session.execute(delete(User).where(User.id == user_id))
+    # Gone with the users row already; deleted explicitly too, so no session could outlive
+    # its account where the foreign key were not enforced.
+    await session.execute(delete(TokenFamily).where(TokenFamily.user_id == user_id))
     await session.commit()
     return result.rowcount > 0
 
