@@ -48,8 +48,14 @@ def create_private_file(path: Path) -> int | None:
     a 0277 umask would otherwise leave the service a file it cannot write.
     """
     make_private_dir(path.parent)
+    return open_private_file(path)
+
+
+def open_private_file(path: str | Path) -> int | None:
+    """`create_private_file` in a folder known to exist (made by `make_private_dir`): two
+    system calls, for a caller that writes many files into one folder."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
     except FileExistsError:
         return None
     os.fchmod(fd, PRIVATE_FILE_MODE)
