@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.models import OutboxMail
+from app.services.mail import BUSY_ROUND_SECONDS
 from tests.conftest import signup
 from tests.conftest import test_settings as make_settings
 from tests.mail import TOKEN_IN_LINK, MailServer
@@ -180,6 +181,38 @@ async def test_a_burst_of_signups_gets_one_file_each_written_together(database_u
         for token in list(recipients.values())[:5]:
             assert (await confirm_address(client, token)).status_code == 200
         assert all(row.attempts == 1 for row in await outbox_rows(app))
+
+
+async def test_a_stream_of_signups_is_mailed_in_rounds_at_least_a_quarter_second_apart(
+    database_url, tmp_path: Path
+):
+    # While mail keeps coming, the sender's rounds start BUSY_ROUND_SECONDS apart, each taking
+    # all that queued meanwhile (Mailer.wake). A round records its mails with one timestamp,
+    # so the distinct sent_at values count the rounds. One signup every 20 ms for 1.5 s: with
+    # rounds 0.05 s after each wake-up, as before, that took 25 rounds. Now the first starts
+    # 0.05 s after the first signup and the last at most 0.25 s after the last one: at most
+    # (streamed + 0.2) / 0.25 + 1 rounds, 8 here.
+    settings = make_settings(
+        database_url=database_url,
+        mail_outbox_dir=tmp_path / "outbox",
+        signup_rate_limit="1000/minute",
+    )
+    async with service(settings) as (app, client):
+        started = time.monotonic()
+        answers = []
+        for n in range(75):
+            answers.append(asyncio.create_task(signup(client, email=f"user-{n}@example.com")))
+            await asyncio.sleep(0.02)
+        assert {(await answer).status_code for answer in answers} == {201}
+        streamed = time.monotonic() - started
+
+        async def all_sent() -> bool:
+            rows = await outbox_rows(app)
+            return len(rows) == 75 and all(row.sent_at is not None for row in rows)
+
+        await wait_until(all_sent)
+        rounds = len({row.sent_at for row in await outbox_rows(app)})
+    assert 2 <= rounds <= streamed / BUSY_ROUND_SECONDS + 2, (rounds, streamed)
 
 
 @pytest.mark.parametrize("over_smtp", [True, False], ids=["smtp", "eml file"])
