@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,7 +45,14 @@ def test_settings(**overrides: Any) -> Settings:
         "log_format": "json",
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+    if "mail_outbox_dir" not in overrides and settings.data_dir == Path("data"):
+        # A server database's service keeps its files in ./data: its mails would pile up,
+        # with their links, in the checkout that `make run` serves from. A folder of its own.
+        outbox = Path(tempfile.mkdtemp(prefix="passgate-test-outbox-"))
+        atexit.register(shutil.rmtree, outbox, ignore_errors=True)
+        settings = settings.model_copy(update={"mail_outbox_dir": outbox})
+    return settings
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test, when imported
