@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import bcrypt
@@ -169,17 +170,24 @@ async def test_an_imported_hash_is_verified_in_a_process_and_pads_failures(datab
         assert (await stored_hash(app, "ada@example.com")).startswith("$argon2id$")
 
 
-async def test_any_text_crosses_to_a_hashing_process_exactly():
-    passwords = Passwords(memory_kib=1024, time_cost=1, parallelism=1, threads=1)
+@contextlib.asynccontextmanager
+async def one_hashing_process(memory_kib: int, time_cost: int) -> AsyncIterator[Passwords]:
+    """Passwords on a pool of one hashing process, started, and closed afterwards."""
+    passwords = Passwords(memory_kib=memory_kib, time_cost=time_cost, parallelism=1, threads=1)
     await passwords.start()
     try:
+        yield passwords
+    finally:
+        await passwords.close()
+
+
+async def test_any_text_crosses_to_a_hashing_process_exactly():
+    async with one_hashing_process(1024, 1) as passwords:
         # Newlines, a NUL, quotes and text beyond the BMP: the pipe carries JSON lines.
         for password in ('a"b\n\0 mot de passe\\', "パスワード 🔑 pass\r\nword\u2028"):
             stored = await passwords.hash(password)
             assert await passwords.verify(password, stored)
             assert not await passwords.verify(password + "x", stored)
-    finally:
-        await passwords.close()
 
 
 async def wait_until_in_hand(passwords: Passwords, count: int) -> None:
@@ -190,9 +198,7 @@ async def wait_until_in_hand(passwords: Passwords, count: int) -> None:
 
 
 async def test_a_request_cancelled_while_queued_costs_no_hash():
-    passwords = Passwords(memory_kib=65_536, time_cost=3, parallelism=1, threads=1)
-    await passwords.start()
-    try:
+    async with one_hashing_process(65_536, 3) as passwords:
         # The process holds two: the one it computes and the next (PIPELINE_DEPTH).
         held = [asyncio.create_task(passwords.hash(f"held password {n}")) for n in range(2)]
         await wait_until_in_hand(passwords, hash_pools.PIPELINE_DEPTH)
@@ -204,14 +210,10 @@ async def test_a_request_cancelled_while_queued_costs_no_hash():
         last = await passwords.hash("last password")
         assert last.startswith("$argon2id$")
         assert passwords.hashes_computed == 3  # the cancelled one never reached a process
-    finally:
-        await passwords.close()
 
 
 async def test_a_process_holds_the_next_request_and_answers_each_caller_its_own():
-    passwords = Passwords(memory_kib=8_192, time_cost=1, parallelism=1, threads=1)
-    await passwords.start()
-    try:
+    async with one_hashing_process(8_192, 1) as passwords:
         [pid] = passwords.pool.pids
         texts = [f"password number {n}" for n in range(12)]
         hashes = await asyncio.gather(*(passwords.hash(text) for text in texts))
@@ -224,14 +226,10 @@ async def test_a_process_holds_the_next_request_and_answers_each_caller_its_own(
         )
         assert verdicts == [True] * 12 + [False] * 11
         assert passwords.pool.pids == [pid]
-    finally:
-        await passwords.close()
 
 
 async def test_a_process_killed_with_two_requests_in_hand_is_replaced_and_both_succeed():
-    passwords = Passwords(memory_kib=65_536, time_cost=3, parallelism=1, threads=1)
-    await passwords.start()
-    try:
+    async with one_hashing_process(65_536, 3) as passwords:
         [before] = passwords.pool.pids
         held = [asyncio.create_task(passwords.hash(f"held password {n}")) for n in range(2)]
         await wait_until_in_hand(passwords, 2)
@@ -241,8 +239,6 @@ async def test_a_process_killed_with_two_requests_in_hand_is_replaced_and_both_s
         [after] = passwords.pool.pids
         assert after != before
         assert not alive(before)
-    finally:
-        await passwords.close()
 
 
 def hash_processes_under(root: int) -> list[int]:

@@ -2,7 +2,8 @@
 
 A request goes through the app's whole ASGI stack (middleware, routing, the endpoint), so what
 a tool measures is the server's own work, with no load generator sharing the cores.
-tests/bench/w1_cost.py, user_list_cost.py and metrics_overhead.py drive their apps with it.
+tests/bench/w1_cost.py, user_list_cost.py, metrics_overhead.py and login_cost.py drive
+their apps with it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from tests.bench.run import BENCH_PASSWORD, login_form
 Headers = list[tuple[bytes, bytes]]
 
 
-def http_scope(path: str, headers: Headers, query: bytes = b"") -> dict[str, Any]:
-    """A fresh HTTP scope for GET `path`: the app writes into its scope, so one per call."""
+def http_scope(
+    path: str, headers: Headers, query: bytes = b"", *, method: str = "GET"
+) -> dict[str, Any]:
+    """A fresh HTTP scope for `method` `path`: the app writes into its scope, so one per call."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -37,22 +40,25 @@ def http_scope(path: str, headers: Headers, query: bytes = b"") -> dict[str, Any
     }
 
 
-async def call(app: Any, path: str, headers: Headers, query: bytes = b"") -> tuple[int, bytes]:
-    """One GET through the app: (status, body)."""
-    status, body = 0, b""
+async def call(
+    app: Any, path: str, headers: Headers, query: bytes = b"", *, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One GET through the app, or a POST of `body`: (status, answer)."""
+    status, answer = 0, b""
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body or b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal status, body
+        nonlocal status, answer
         if message["type"] == "http.response.start":
             status = message["status"]
         elif message["type"] == "http.response.body":
-            body += message.get("body", b"")
+            answer += message.get("body", b"")
 
-    await app(http_scope(path, headers, query), receive, send)
-    return status, body
+    method = "GET" if body is None else "POST"
+    await app(http_scope(path, headers, query, method=method), receive, send)
+    return status, answer
 
 
 async def cost_per_request_us(

@@ -26,47 +26,17 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 
+from tests.bench.asgi_driver import call
 from tests.bench.run import BENCH_PASSWORD, login_form
 
 SECRET = secrets.token_urlsafe(48)
 
 
-async def post_form(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
-    """One form POST through the app's whole ASGI stack: (status, body)."""
-    status, answer = 0, b""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"bench"),
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", str(len(body)).encode()),
-            (b"user-agent", b"wrk"),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, answer
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            answer += message.get("body", b"")
-
-    await app(scope, receive, send)
-    return status, answer
+FORM_HEADERS = [
+    (b"host", b"bench"),
+    (b"content-type", b"application/x-www-form-urlencoded"),
+    (b"user-agent", b"wrk"),
+]
 
 
 async def login_cpu_us(app: Any, body: bytes, count: int, clients: int) -> tuple[float, float]:
@@ -75,7 +45,8 @@ async def login_cpu_us(app: Any, body: bytes, count: int, clients: int) -> tuple
 
     async def client() -> None:
         for _ in range(count // clients):
-            status, answer = await post_form(app, "/token", body)
+            headers = [*FORM_HEADERS, (b"content-length", str(len(body)).encode())]
+            status, answer = await call(app, "/token", headers, body=body)
             assert status == 200, answer
 
     logins = count // clients * clients
