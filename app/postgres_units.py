@@ -46,7 +46,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from app.db import UNAVAILABLE_SQLSTATE_PREFIXES, PoolSettings, postgres_connect_args
-from app.transactions import Prepared, Result
+from app.transactions import Prepared, Result, _Compiled
 
 T = TypeVar("T")
 Work = Callable[[Any], T]
@@ -208,12 +208,15 @@ class PostgresUnits:
         # is away starts, and answers 503 until it is back.
         self._connections = _Connections(lambda: asyncpg.connect(**options), pool)
 
-    async def _run(self, work: Work[T], *, transaction: bool) -> T:
+    async def _acquire(self) -> asyncpg.Connection:
         try:
-            connection = await self._connections.acquire()
+            return await self._connections.acquire()
         except _ASYNCPG_ERRORS as exc:
             # A server starting, stopping or full answers with its SQLSTATE: 503 by that.
             raise database_error("connect", exc, connection_lost=False) from exc
+
+    async def _run(self, work: Work[T], *, transaction: bool) -> T:
+        connection = await self._acquire()
         failure: BaseException | None = None
         try:
             statements = _AsyncpgStatements(connection, self._dialect)
@@ -243,6 +246,35 @@ class PostgresUnits:
                 raise
         # The connection died under the read (a restarted server): once more, on a new one.
         return await self._run(work, transaction=False)
+
+    async def fetch_row(self, prepared: Prepared, params: dict[str, Any]) -> Any | None:
+        """The one row (or None) a statement that only reads gives: `read` of a unit that
+        runs one statement, straight on asyncpg. No greenlet is spawned for it: about 8 us of
+        the event loop's CPU, per bearer check, on the service's one core (W1)."""
+        compiled = prepared.compiled_for(self._dialect)
+        arguments = compiled.arguments(params)
+        try:
+            return await self._fetch_row(compiled, arguments)
+        except OperationalError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # As `read`: the connection died under it (a restarted server), once more on a new one.
+        return await self._fetch_row(compiled, arguments)
+
+    async def _fetch_row(self, compiled: _Compiled, arguments: list[Any]) -> Any | None:
+        connection = await self._acquire()
+        failure: BaseException | None = None
+        try:
+            raw_rows = await connection.fetch(compiled.sql, *arguments)
+        except _ASYNCPG_ERRORS as exc:
+            failure = database_error(compiled.sql, exc, connection.is_closed())
+            raise failure from exc
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._connections.release(connection, reusable=_reusable_after(failure))
+        return Result([compiled.row(raw) for raw in raw_rows], len(raw_rows)).one_or_none()
 
     async def close(self) -> None:
         await self._connections.close()

@@ -429,6 +429,18 @@ class Transactions:
                 raise
         return await self._reader.run(work)  # a read only: running it again changes nothing
 
+    async def point_read_row(self, prepared: Prepared, params: dict[str, Any]) -> Any | None:
+        """`point_read` of one statement: the row it finds, or None (more than one is an error).
+
+        On PostgreSQL it runs straight on asyncpg, without the greenlet a unit of work runs in
+        (`PostgresUnits.fetch_row`).
+        """
+        if self._postgres is not None:
+            return await self._postgres.fetch_row(prepared, params)
+        return await self.point_read(
+            lambda statements: statements.execute(prepared, params).one_or_none()
+        )
+
     async def _open_loop_statements(self) -> _SqliteStatements:
         assert self._reader is not None
         opening = self._loop_opening

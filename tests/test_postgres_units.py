@@ -7,6 +7,10 @@ stands in for a restart here; tests/test_database_restart.py and `make faults` s
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -107,3 +111,28 @@ async def test_a_changed_row_count_comes_from_the_command_tag(db: Transactions) 
     )
 
     assert (changed, unchanged) == (1, 0)
+
+
+def end_the_services_connections_unseen(database_url: str) -> int:
+    """`end_the_services_connections` while this event loop does not run, so that asyncpg has
+    not yet seen the sockets close: the next statement meets a connection that died under it."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ended = pool.submit(asyncio.run, end_the_services_connections(database_url)).result()
+    time.sleep(0.2)  # holding the loop is the point: meanwhile the server closes them
+    return ended
+
+
+async def test_a_point_read_meeting_a_dead_connection_tries_once_more_on_a_new_one(
+    db: Transactions, database_url: str
+) -> None:
+    # point_read_row runs straight on asyncpg (no unit, no greenlet): it must retry a
+    # connection lost under it once, as `read` does; every bearer check after a restart does.
+    row = user_row("a@example.com")
+    await db.write(lambda statements: statements.execute(INSERT_USER, row))
+    assert await db.point_read_row(USER_BY_ID, {"user_id": row["id"]}) is not None
+    assert end_the_services_connections_unseen(database_url) >= 1
+
+    found = await db.point_read_row(USER_BY_ID, {"user_id": row["id"]})
+
+    assert found is not None and found.email == "a@example.com"
+    assert await db.point_read_row(USER_BY_ID, {"user_id": uuid.uuid4()}) is None

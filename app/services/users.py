@@ -154,17 +154,10 @@ async def authenticate(
     verified in every case. No connection is held during the hash, so what this returns is a
     snapshot: open the session with `tokens.start_login`, which is conditional on it.
     """
-    params = {"email": lookup_key(email)}
-
-    def find(statements: Statements) -> tuple[Account, bool] | None:
-        found = statements.execute(LOGIN_BY_EMAIL, params).one_or_none()
-        if found is None:
-            return None
-        return Account(*found[:-1]), bool(found.second_factor)
-
     # A point read: on SQLite it runs on the event loop, with no hop to the reader thread.
-    found = await db.point_read(find)
-    row, second_factor = found if found is not None else (None, False)
+    found = await db.point_read_row(LOGIN_BY_EMAIL, {"email": lookup_key(email)})
+    row = Account(*found[:-1]) if found is not None else None
+    second_factor = found is not None and bool(found.second_factor)
     matches, new_hash = await passwords.verify_and_update(
         password, row.password_hash if row is not None else None
     )
