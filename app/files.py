@@ -17,6 +17,8 @@ PRIVATE_FILE_MODE = 0o600
 # What SQLite keeps beside a database: its write-ahead log, its shared-memory index, and the
 # rollback journal of a database not (yet) in WAL mode.
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+# And the lock file on which the service's writers take turns (app/writer_turns.py).
+WRITER_TURNS_SUFFIX = "-writers"
 
 
 def make_private_dir(path: Path) -> Path:
@@ -77,7 +79,8 @@ def prepare_sqlite_database(database: Path) -> None:
 def readable_by_others(database: Path) -> list[Path]:
     """The database's files that users other than the owner may read or write."""
     found = []
-    candidates = [database, *(Path(f"{database}{suffix}") for suffix in SQLITE_COMPANIONS)]
+    suffixes = (*SQLITE_COMPANIONS, WRITER_TURNS_SUFFIX)
+    candidates = [database, *(Path(f"{database}{suffix}") for suffix in suffixes)]
     for path in candidates:
         try:
             mode = path.stat().st_mode

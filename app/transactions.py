@@ -42,6 +42,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import Select
 
 from app.db import SQLITE_BUSY_TIMEOUT_MS, PoolSettings, configure_sqlite_connection, sqlite_path
+from app.writer_turns import WriterTurns
 
 if TYPE_CHECKING:
     from app.postgres_units import PostgresUnits
@@ -227,6 +228,8 @@ class _SqliteThread:
         self._path = path
         self._dialect = dialect
         self._writer = writer
+        # The writer waits for its turn with the other processes' writers (app/writer_turns.py).
+        self._turns = WriterTurns(path) if writer else None
         self._queue: SimpleQueue[_Job | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -285,8 +288,9 @@ class _SqliteThread:
                     connection = self._connect()
                     statements = _SqliteStatements(connection, self._dialect)
                 assert statements is not None
-                if self._writer:
-                    result = _write_transaction(connection, statements, work)
+                if self._turns is not None:
+                    with self._turns.turn():
+                        result = _write_transaction(connection, statements, work)
                 else:
                     result = work(statements)  # each statement is its own read transaction
             except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
@@ -295,6 +299,8 @@ class _SqliteThread:
                 _deliver(loop, future, result, None)
         if connection is not None:
             connection.close()
+        if self._turns is not None:
+            self._turns.close()
 
     async def close(self) -> None:
         self._queue.put(None)

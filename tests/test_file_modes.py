@@ -51,8 +51,9 @@ async def test_the_data_folder_database_and_secret_are_private(tmp_path, mask):
         async with LifespanManager(app):
             async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as http:
                 assert (await signup(http)).status_code == 201
-            # While the service runs: SQLite's write-ahead log and shared-memory index exist.
-            companions = [Path(f"{database}-wal"), Path(f"{database}-shm")]
+            # While the service runs: SQLite's write-ahead log and shared-memory index exist,
+            # and the lock file on which writers take turns (app/writer_turns.py).
+            companions = [Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-writers")]
             assert all(path.exists() for path in companions)
             modes = {path.name: mode(path) for path in [database, *companions]}
         modes["secret_key"] = mode(data / "secret_key")
