@@ -135,3 +135,44 @@ def test_each_kind_of_run_replaces_its_own_table(database, workers, block):
     page = (run.REPO / "docs" / "benchmarks.md").read_text()
     assert run.readme_block(database, workers) == block
     assert f"<!-- {block}:start -->" in page and f"<!-- {block}:end -->" in page
+
+
+def wrk_run(rps: float, spread: list[int] | None = None) -> run.WrkRun:
+    return run.WrkRun(
+        requests=int(rps * 5),
+        duration_us=5_000_000,
+        errors=0,
+        latency_p50_ms=1.0,
+        latency_p99_ms=2.0,
+        latency_mean_ms=1.0,
+        worker_connections=spread or [],
+    )
+
+
+def test_a_run_at_several_workers_compares_w1_to_hello_with_the_one_worker_copies():
+    one = run.ONE_WORKER
+    runs = {
+        "hello": [wrk_run(16_000, [16, 16]), wrk_run(15_000, [32])],
+        "W1 me": [wrk_run(8_000, [17, 15]), wrk_run(7_000, [16, 16])],
+        f"hello{one}": [wrk_run(10_000), wrk_run(9_000)],
+        f"W1 me{one}": [wrk_run(4_600), wrk_run(4_400)],
+    }
+    results = run.analyse(
+        runs,
+        [],
+        [],
+        [],
+        threads_total=2,
+        backend="sqlite",
+        info={"nproc": 2, "cpu_model": "test", "python": "3", "wrk": "wrk", "commit": "abc"},
+        pinning=run.Pinning("none", "none"),
+    )
+
+    assert results["ratios"]["W1 / hello rps, one worker"] == pytest.approx(4_500 / 9_500)
+    assert results["ratios"]["W1 / hello, workers / one"] == pytest.approx(
+        (7_500 / 15_500) / (4_500 / 9_500)
+    )
+    assert results["targets"]["W1 / hello at N workers >= at one"] is True
+    table = run.markdown(results)
+    assert "| W1 / hello at these workers ÷ at one | 1.02 | >= 1.00 | yes |" in table
+    assert "reference: constant: 16+16, 32; W1 GET /users/me: 17+15, 16+16." in table

@@ -20,7 +20,10 @@ Environment:
     BENCH_WORKERS        uvicorn workers for all three apps (default 1); each of the service's
                          workers gets PASSWORD_HASH_THREADS = usable cores // workers (at
                          least 1), as docs/benchmarks.md "Sizing" tells operators, unless
-                         PASSWORD_HASH_THREADS is set
+                         PASSWORD_HASH_THREADS is set. With more than one, hello, hello_auth
+                         and W1 also run at one worker in the same rounds, so that W1 / hello
+                         at both counts comes from one run, and each run reports how wrk's
+                         connections were spread over the workers
     BENCH_WRK_THREADS    wrk threads per wrk process (default 2, as the independent harness:
                          one thread saturates on W1 and inflates W1's own p99, the baseline
                          of W5's ratio; the load generator's CPU is printed beside it)
@@ -38,6 +41,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import secrets
 import shutil
@@ -46,8 +50,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +95,9 @@ WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 SEED_USERS = env_int("BENCH_USERS", 100_000)
 DEEP_PAGE_AT = int(SEED_USERS * 0.9)
 WORKLOADS = ("hello", "hello_auth", "W1", "W2", "W3", "W4", "W5", "W6")
+# With BENCH_WORKERS > 1 these also run at one worker; their results carry this suffix.
+ONE_WORKER_TOO = ("hello", "hello_auth", "W1")
+ONE_WORKER = " (1 worker)"
 ONLY = [name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()]
 
 
@@ -101,12 +109,12 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def uvicorn_flags() -> list[str]:
+def uvicorn_flags(workers: int = WORKERS) -> list[str]:
     """The settings every app is served with; the loop and parser are named, not left to luck."""
     loop = "uvloop" if importable("uvloop") else "asyncio"
     http = "httptools" if importable("httptools") else "h11"
     return [
-        "--workers", str(WORKERS),
+        "--workers", str(workers),
         "--loop", loop,
         "--http", http,
         "--no-access-log",
@@ -133,6 +141,10 @@ class WrkRun:
     # CPU seconds wrk itself used (user + system): a load generator near a whole core per
     # thread is measuring its own queueing, not the server's latency.
     load_cpu_s: float = 0.0
+    # wrk's connections held by each worker halfway through the run, most first (several
+    # workers only): uvicorn's workers share one listening socket, and whichever wakes first
+    # accepts every connection waiting, so a run can measure one busy worker and an idle one.
+    worker_connections: list[int] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -178,20 +190,45 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(url: str, script: str, connections: int, env: dict[str, str]) -> WrkRun:
+def run_wrk(
+    url: str, script: str, connections: int, env: dict[str, str], *, workers: int = 1
+) -> WrkRun:
     # RUSAGE_CHILDREN counts children once they are reaped: here only this wrk (a storm running
     # beside it in W5 is reaped after this returns).
     cpu_before = children_cpu_s()
-    result = subprocess.run(
+    wrk = subprocess.Popen(
         wrk_command(url, script, connections, DURATION),
         env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    spread: list[int] = []
+    ss_cpu_s = 0.0
+    if workers > 1:
+        time.sleep(DURATION / 2)
+        before = children_cpu_s()
+        spread = connections_per_process(httpx.URL(url).port)
+        ss_cpu_s = children_cpu_s() - before  # ss is a child too: not wrk's CPU
+    stdout, stderr = wrk.communicate()
+    if wrk.returncode != 0:
+        raise subprocess.CalledProcessError(wrk.returncode, wrk.args, stdout, stderr)
+    run = parse_wrk(stdout)
+    run.load_cpu_s = children_cpu_s() - cpu_before - ss_cpu_s
+    run.worker_connections = spread
+    return run
+
+
+def connections_per_process(port: int | None) -> list[int]:
+    """Established connections on the local port, counted per process that holds them."""
+    listed = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"sport = :{port}"],
         capture_output=True,
         text=True,
-        check=True,
-    )
-    run = parse_wrk(result.stdout)
-    run.load_cpu_s = children_cpu_s() - cpu_before
-    return run
+        check=False,
+    ).stdout
+    holders = Counter(re.findall(r"pid=(\d+)", listed))
+    return sorted(holders.values(), reverse=True)
 
 
 def run_wrk_under_storm(
@@ -207,6 +244,7 @@ def run_wrk_under_storm(
     )
     try:
         time.sleep(1.5)  # the hashing threads are saturated before W1 starts measuring
+        # No spread of connections: the storm's share the port.
         measured = run_wrk(url, "bearer_get.lua", 32, env)
     finally:
         storm_out, _ = storm.communicate(timeout=DURATION + 60)
@@ -445,20 +483,28 @@ def main() -> int:
         # Inside the pinning: the hashing threads are sized from the cores the service gets.
         service_env = service_environment(database_url, secret)
         apps = {
-            "hello": ("tests.bench.hello:app", {}),
-            "hello_auth": ("tests.bench.hello_auth:app", {"BENCH_SECRET_KEY": secret}),
-            "service": ("app.main:app", service_env),
+            "hello": ("tests.bench.hello:app", {}, WORKERS),
+            "hello_auth": ("tests.bench.hello_auth:app", {"BENCH_SECRET_KEY": secret}, WORKERS),
+            "service": ("app.main:app", service_env, WORKERS),
         }
+        if WORKERS > 1 and any(wanted(name) for name in ONE_WORKER_TOO):
+            # The same three at one worker, for W1 / hello at both counts from the same rounds.
+            one_worker_env = service_environment(database_url, secret, workers=1)
+            apps |= {
+                f"{name}{ONE_WORKER}": (app, one_worker_env if name == "service" else env, 1)
+                for name, (app, env, _) in list(apps.items())
+            }
         servers = {
-            name: ServiceProcess(env, log_dir / f"{name}.log", app=app, flags=uvicorn_flags())
-            for name, (app, env) in apps.items()
+            name: ServiceProcess(
+                env, log_dir / f"{name}.log", app=app, flags=uvicorn_flags(workers)
+            )
+            for name, (app, env, workers) in apps.items()
         }
         try:
             for server in servers.values():
                 server.start()
-            servers["service"].wait_ready()
-            servers["hello"].wait_ready(path="/users/me")
-            servers["hello_auth"].wait_ready(path="/users/me")
+            for name, server in servers.items():
+                server.wait_ready(**({} if name.startswith("service") else {"path": "/users/me"}))
             results = bench(servers, database_url, backend, info, pinning)
         finally:
             for server in servers.values():
@@ -519,41 +565,32 @@ def bench(
     def settle() -> None:
         time.sleep(1.0)  # hashes queued when wrk stopped finish before the next workload
 
+    def bearer_get(url: str, workers: int = WORKERS) -> WrkRun:
+        return run_wrk(url, "bearer_get.lua", 32, bearer_env, workers=workers)
+
     for round_number in range(1, RUNS + 1):
         log(f"round {round_number}/{RUNS}")
         if wanted("hello"):
-            record(
-                "hello",
-                run_wrk(servers["hello"].url + "/users/me", "bearer_get.lua", 32, bearer_env),
-            )
+            record("hello", bearer_get(servers["hello"].url + "/users/me"))
         if wanted("hello_auth"):
-            record(
-                "hello_auth",
-                run_wrk(servers["hello_auth"].url + "/users/me", "bearer_get.lua", 32, bearer_env),
-            )
+            record("hello_auth", bearer_get(servers["hello_auth"].url + "/users/me"))
         if wanted("W1") or wanted("W5"):  # W1 alone is W5's baseline
-            record("W1 me", run_wrk(service + "/users/me", "bearer_get.lua", 32, bearer_env))
+            record("W1 me", bearer_get(service + "/users/me"))
+        # The one-worker copies, if started, right after: the same minute of the machine.
+        for name, key in (("hello", "hello"), ("hello_auth", "hello_auth"), ("service", "W1 me")):
+            one_worker = servers.get(f"{name}{ONE_WORKER}")
+            if one_worker is not None and wanted(key.split()[0]):
+                record(f"{key}{ONE_WORKER}", bearer_get(one_worker.url + "/users/me", workers=1))
         if wanted("W2"):
-            record(
-                "W2 first page",
-                run_wrk(service + "/users?limit=50", "bearer_get.lua", 32, bearer_env),
-            )
-            record(
-                "W2 deep page",
-                run_wrk(
-                    service + f"/users?limit=50&cursor={deep_cursor}",
-                    "bearer_get.lua",
-                    32,
-                    bearer_env,
-                ),
-            )
+            record("W2 first page", bearer_get(service + "/users?limit=50"))
+            record("W2 deep page", bearer_get(service + f"/users?limit=50&cursor={deep_cursor}"))
         if wanted("W3") or wanted("W4"):
             hashes, verifies = measure_hash_seconds()
             hash_samples += hashes
             verify_samples += verifies
             parallel_rates.append(measure_parallel_hash_rate(threads_total))
         if wanted("W3"):
-            record("W3 login", run_wrk(service, "login.lua", 16, login_env))
+            record("W3 login", run_wrk(service, "login.lua", 16, login_env, workers=WORKERS))
             settle()
         if wanted("W4"):
             record(
@@ -563,6 +600,7 @@ def bench(
                     "signup.lua",
                     16,
                     {"BENCH_RUN_ID": f"{secrets.token_hex(3)}r{round_number}", **login_env},
+                    workers=WORKERS,
                 ),
             )
             settle()
@@ -589,6 +627,7 @@ def bench(
                         "BENCH_REFRESH_FILE": str(refresh_file),
                         "BENCH_TOKENS_PER_THREAD": str(tokens_per_thread),
                     },
+                    workers=WORKERS,
                 ),
             )
     refresh_file.unlink(missing_ok=True)
@@ -616,6 +655,7 @@ def analyse(
             "wrk_cpu_cores": summarise([run.load_cores for run in values]),
             "errors": sum(run.errors for run in values),
             "requests": sum(run.requests for run in values),
+            "worker_connections": [run.worker_connections for run in values],
         }
         for name, values in runs.items()
     }
@@ -657,7 +697,14 @@ def analyse(
         "W5 p99 storm / alone": ratio(
             median("W5 me in storm", "p99_ms"), median("W1 me", "p99_ms")
         ),
+        "W1 / hello rps, one worker": ratio(
+            median(f"W1 me{ONE_WORKER}", "rps"), median(f"hello{ONE_WORKER}", "rps")
+        ),
     }
+    # Item 5 of issue 16: W1 keeps up with hello as workers are added.
+    ratios["W1 / hello, workers / one"] = ratio(
+        ratios["W1 / hello rps"], ratios["W1 / hello rps, one worker"]
+    )
     w1_target = W1_TARGETS[backend]
 
     def at_least(name: str, target: float) -> bool | None:
@@ -681,6 +728,7 @@ def analyse(
             at_least("W4 / hash limit", HASH_TARGET), "W4 signup"
         ),
         "W5 p99 <= 1.5x W1 p99": at_most("W5 p99 storm / alone", STORM_P99_TARGET),
+        "W1 / hello at N workers >= at one": at_least("W1 / hello, workers / one", 1.0),
     }
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -688,6 +736,7 @@ def analyse(
         "settings": {
             "database": backend,
             "uvicorn": " ".join(uvicorn_flags()),
+            "workers": WORKERS,
             "runs": RUNS,
             "duration_s": DURATION,
             "wrk_threads": WRK_THREADS,
@@ -726,6 +775,9 @@ WORKLOAD_ROWS = [
     ("W5 me in storm", "W5 W1 during a 16-conn login storm"),
     ("W5 storm logins", "W5 the storm's logins"),
     ("W6 refresh", "W6 refresh-token rotation, 16 chains"),
+    (f"hello{ONE_WORKER}", "reference: constant, 32 conns, one worker"),
+    (f"hello_auth{ONE_WORKER}", "reference: HS256 JWT check, 32 conns, one worker"),
+    (f"W1 me{ONE_WORKER}", "W1 GET /users/me, 32 conns, one worker"),
 ]
 
 
@@ -751,6 +803,13 @@ RATIO_ROWS: list[tuple[str, str, str, str | None]] = [
     ("W5 p99 storm / alone", "W5 p99 in storm / W1 p99 alone", "<= 1.5", "W5 p99 <= 1.5x W1 p99"),
     ("W3 / parallel hash rate", "W3 / measured parallel hash rate", "", None),
     ("W4 / parallel hash rate", "W4 / measured parallel hash rate", "", None),
+    ("W1 / hello rps, one worker", "W1 / hello req/s at one worker", "", None),
+    (
+        "W1 / hello, workers / one",
+        "W1 / hello at these workers ÷ at one",
+        ">= 1.00",
+        "W1 / hello at N workers >= at one",
+    ),
 ]
 
 
@@ -818,6 +877,20 @@ def markdown(results: dict[str, Any]) -> str:
             f"({settings['wrk_threads']} threads) using {cell(alone['wrk_cpu_cores'], 2)} cores; "
             f"in the storm p99 {cell(storm['p99_ms'], 1)} ms, wrk using "
             f"{cell(storm['wrk_cpu_cores'], 2)} cores.",
+        ]
+    spreads = [
+        f"{label.split(',')[0]}: "
+        + ", ".join("+".join(map(str, spread)) for spread in row["worker_connections"])
+        for name, label in WORKLOAD_ROWS
+        if (row := results["workloads"].get(name)) and any(row.get("worker_connections", []))
+    ]
+    if spreads:
+        lines += [
+            "",
+            "wrk's connections per worker halfway through each run (the workers share one "
+            "listening socket; a run whose connections all went to one worker measured one): "
+            + "; ".join(spreads)
+            + ".",
         ]
     return "\n".join(lines) + "\n"
 
