@@ -176,3 +176,11 @@ def test_a_run_at_several_workers_compares_w1_to_hello_with_the_one_worker_copie
     table = run.markdown(results)
     assert "| W1 / hello at these workers ÷ at one | 1.02 | >= 1.00 | yes |" in table
     assert "reference: constant: 16+16, 32; W1 GET /users/me: 17+15, 16+16." in table
+    # Round by round: (8000/16000)/(4600/10000) and (7000/15000)/(4400/9000).
+    assert results["w1_hello_workers_per_round"] == pytest.approx(
+        [0.5 / 0.46, (7 / 15) / (4.4 / 9)]
+    )
+    assert (
+        "round by round (the four runs of a round within the same minute): 1.09, 0.95; median 1.02."
+        in table
+    )

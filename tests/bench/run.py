@@ -705,6 +705,19 @@ def analyse(
     ratios["W1 / hello, workers / one"] = ratio(
         ratios["W1 / hello rps"], ratios["W1 / hello rps, one worker"]
     )
+    # The same, round by round: the four runs of a round come from the same minute of a
+    # shared machine, where the medians of each workload may come from different rounds.
+    paired = zip(
+        *(
+            runs.get(name, [])
+            for name in ("W1 me", "hello", f"W1 me{ONE_WORKER}", f"hello{ONE_WORKER}")
+        ),
+        strict=False,
+    )
+    per_round = [
+        (w1.rps / hello.rps) / (w1_one.rps / hello_one.rps)
+        for w1, hello, w1_one, hello_one in paired
+    ]
     w1_target = W1_TARGETS[backend]
 
     def at_least(name: str, target: float) -> bool | None:
@@ -759,6 +772,7 @@ def analyse(
         "workloads": workloads,
         "ratios": ratios,
         "targets": targets,
+        "w1_hello_workers_per_round": per_round,
     }
 
 
@@ -877,6 +891,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"({settings['wrk_threads']} threads) using {cell(alone['wrk_cpu_cores'], 2)} cores; "
             f"in the storm p99 {cell(storm['p99_ms'], 1)} ms, wrk using "
             f"{cell(storm['wrk_cpu_cores'], 2)} cores.",
+        ]
+    per_round = results.get("w1_hello_workers_per_round")
+    if per_round:
+        lines += [
+            "",
+            "W1 / hello at these workers ÷ at one, round by round (the four runs of a round "
+            "within the same minute): "
+            + ", ".join(f"{value:.2f}" for value in per_round)
+            + f"; median {statistics.median(per_round):.2f}.",
         ]
     spreads = [
         f"{label.split(',')[0]}: "
