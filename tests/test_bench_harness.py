@@ -175,7 +175,7 @@ def test_a_run_at_several_workers_compares_w1_to_hello_with_the_one_worker_copie
     assert results["targets"]["W1 / hello at N workers >= at one"] is True
     table = run.markdown(results)
     assert "| W1 / hello at these workers ÷ at one | 1.02 | >= 1.00 | yes |" in table
-    assert "reference: constant: 16+16, 32; W1 GET /users/me: 17+15, 16+16." in table
+    assert "hello: 16+16, 32; W1 me: 17+15, 16+16." in table
     # Round by round: (8000/16000)/(4600/10000) and (7000/15000)/(4400/9000).
     assert results["w1_hello_workers_per_round"] == pytest.approx(
         [0.5 / 0.46, (7 / 15) / (4.4 / 9)]

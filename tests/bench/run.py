@@ -902,9 +902,8 @@ def markdown(results: dict[str, Any]) -> str:
             + f"; median {statistics.median(per_round):.2f}.",
         ]
     spreads = [
-        f"{label.split(',')[0]}: "
-        + ", ".join("+".join(map(str, spread)) for spread in row["worker_connections"])
-        for name, label in WORKLOAD_ROWS
+        f"{name}: " + ", ".join("+".join(map(str, spread)) for spread in row["worker_connections"])
+        for name, _ in WORKLOAD_ROWS
         if (row := results["workloads"].get(name)) and any(row.get("worker_connections", []))
     ]
     if spreads:
