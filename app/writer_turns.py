@@ -43,10 +43,15 @@ class WriterTurns:
     def turn(self) -> Iterator[None]:
         """Wait (blocking this thread) until no other writer holds a turn; hold it inside."""
         fd = self._open()
-        if fd is None:  # no lock file: SQLite's own lock alone, as before
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:  # a file system without flock() (ENOLCK): as below
+                self._give_up(exc)
+                fd = None
+        if fd is None:  # no turns: SQLite's own lock alone decides, as before they existed
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -57,15 +62,19 @@ class WriterTurns:
             try:
                 # Read-only is enough for flock(), and works whatever mode an older file has.
                 fd = os.open(self._path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-            except OSError as exc:
-                # The database's own folder refuses a file: writes still work, one lock fewer.
-                self._unavailable = True
-                logger.warning("no writer turns for %s: %s", self._path, exc.strerror)
+            except OSError as exc:  # the database's own folder refuses a file
+                self._give_up(exc)
                 return None
             with contextlib.suppress(OSError):  # the umask only removes bits; another owner's
                 os.fchmod(fd, PRIVATE_FILE_MODE)
             self._fd = fd
         return self._fd
+
+    def _give_up(self, exc: OSError) -> None:
+        # Writes still work without turns, only slower when several processes write at once.
+        self._unavailable = True
+        logger.warning("no writer turns for %s: %s", self._path, exc.strerror or exc)
+        self.close()
 
     def close(self) -> None:
         if self._fd is not None:

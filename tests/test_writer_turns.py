@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from app.main import create_app
+from app.writer_turns import WriterTurns
 from tests.conftest import bearer, login, signup, test_settings
 
 
@@ -110,3 +112,24 @@ async def test_writes_work_where_the_lock_file_cannot_be_made(database, caplog):
                 assert response.status_code == 201
                 assert (await login(client, response.json()["email"])).status_code == 200
     assert any("no writer turns" in record.getMessage() for record in caplog.records)
+
+
+def test_a_file_system_without_flock_leaves_sqlite_s_lock_alone_to_decide(
+    tmp_path, monkeypatch, caplog
+):
+    # No file system here refuses flock(); NFS mounted without locking does (ENOLCK).
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    turns = WriterTurns(str(tmp_path / "passgate.db"))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    entered = []
+    with caplog.at_level(logging.WARNING, logger="passgate.db"):
+        with turns.turn():
+            entered.append(1)
+        with turns.turn():  # given up once: no second warning, no second try
+            entered.append(2)
+    assert entered == [1, 2]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"no writer turns for {tmp_path / 'passgate.db-writers'}: {os.strerror(errno.ENOLCK)}"
+    ]
