@@ -95,8 +95,14 @@ WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 SEED_USERS = env_int("BENCH_USERS", 100_000)
 DEEP_PAGE_AT = int(SEED_USERS * 0.9)
 WORKLOADS = ("hello", "hello_auth", "W1", "W2", "W3", "W4", "W5", "W6")
-# With BENCH_WORKERS > 1 these also run at one worker; their results carry this suffix.
-ONE_WORKER_TOO = ("hello", "hello_auth", "W1")
+# With BENCH_WORKERS > 1 these also run at one worker, each as (app, the workload BENCH_ONLY
+# names it by, its results' name); the one-worker copy of the app and its results carry the
+# suffix.
+ONE_WORKER_RUNS = (
+    ("hello", "hello", "hello"),
+    ("hello_auth", "hello_auth", "hello_auth"),
+    ("service", "W1", "W1 me"),
+)
 ONE_WORKER = " (1 worker)"
 ONLY = [name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()]
 
@@ -487,7 +493,7 @@ def main() -> int:
             "hello_auth": ("tests.bench.hello_auth:app", {"BENCH_SECRET_KEY": secret}, WORKERS),
             "service": ("app.main:app", service_env, WORKERS),
         }
-        if WORKERS > 1 and any(wanted(name) for name in ONE_WORKER_TOO):
+        if WORKERS > 1 and any(wanted(workload) for _, workload, _ in ONE_WORKER_RUNS):
             # The same three at one worker, for W1 / hello at both counts from the same rounds.
             one_worker_env = service_environment(database_url, secret, workers=1)
             apps |= {
@@ -504,7 +510,9 @@ def main() -> int:
             for server in servers.values():
                 server.start()
             for name, server in servers.items():
-                server.wait_ready(**({} if name.startswith("service") else {"path": "/users/me"}))
+                server.wait_ready(
+                    path="/health/ready" if name.startswith("service") else "/users/me"
+                )
             results = bench(servers, database_url, backend, info, pinning)
         finally:
             for server in servers.values():
@@ -577,10 +585,13 @@ def bench(
         if wanted("W1") or wanted("W5"):  # W1 alone is W5's baseline
             record("W1 me", bearer_get(service + "/users/me"))
         # The one-worker copies, if started, right after: the same minute of the machine.
-        for name, key in (("hello", "hello"), ("hello_auth", "hello_auth"), ("service", "W1 me")):
-            one_worker = servers.get(f"{name}{ONE_WORKER}")
-            if one_worker is not None and wanted(key.split()[0]):
-                record(f"{key}{ONE_WORKER}", bearer_get(one_worker.url + "/users/me", workers=1))
+        for app, workload, results_name in ONE_WORKER_RUNS:
+            one_worker = servers.get(f"{app}{ONE_WORKER}")
+            if one_worker is not None and wanted(workload):
+                record(
+                    f"{results_name}{ONE_WORKER}",
+                    bearer_get(one_worker.url + "/users/me", workers=1),
+                )
         if wanted("W2"):
             record("W2 first page", bearer_get(service + "/users?limit=50"))
             record("W2 deep page", bearer_get(service + f"/users?limit=50&cursor={deep_cursor}"))
