@@ -83,7 +83,7 @@ def normalize_password(password: str) -> str:
     method, hash alike. NFKC rather than NFC because such compatibility characters are what
     people type without seeing the difference; the letters a person can tell apart stay
     distinct. Imported hashes were made by another system from the text as typed, so they are
-    verified against that text first (see Passwords._verify_blocking).
+    verified against that text first (see PasswordHasher.verify in app/password_hasher.py).
     """
     return unicodedata.normalize("NFKC", password)
 
